@@ -1,0 +1,104 @@
+"""System checks for ``PROJECT_STATS`` (ids ``project_stats.E001``...)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.checks import CheckMessage, Error, Warning, register
+from django.db import connections, router
+
+from .conf import DEFAULTS, project_stats_settings
+from .tsdb.database import SUPPORTED_VENDORS
+
+_HINT_ROLLUPS = 'e.g. "ROLLUPS": ((10, 360), (3600, 168), (86400, 90))'
+
+
+def _rollups_errors(value: Any) -> list[CheckMessage]:
+    try:
+        pairs = [(r, n) for r, n in value]
+    except (TypeError, ValueError):
+        return [
+            Error(
+                "PROJECT_STATS['ROLLUPS'] must be a sequence of (seconds, samples) pairs.",
+                hint=_HINT_ROLLUPS,
+                id="project_stats.E001",
+            )
+        ]
+    errors: list[CheckMessage] = []
+    if not pairs:
+        errors.append(
+            Error("PROJECT_STATS['ROLLUPS'] is empty.", hint=_HINT_ROLLUPS, id="project_stats.E001")
+        )
+    for rollup, samples in pairs:
+        for what, number in (("seconds", rollup), ("samples", samples)):
+            if isinstance(number, bool) or not isinstance(number, int) or number <= 0:
+                errors.append(
+                    Error(
+                        f"PROJECT_STATS['ROLLUPS'] {what} must be positive integers, "
+                        f"got {number!r}.",
+                        hint=_HINT_ROLLUPS,
+                        id="project_stats.E002",
+                    )
+                )
+    if errors:
+        return errors
+    for (finer, _), (coarser, _) in zip(pairs, pairs[1:], strict=False):
+        if coarser <= finer:
+            errors.append(
+                Error(
+                    "PROJECT_STATS['ROLLUPS'] must be strictly increasing, "
+                    f"but {coarser} follows {finer}.",
+                    hint="List the finest rollup first.",
+                    id="project_stats.E003",
+                )
+            )
+        elif coarser % finer:
+            errors.append(
+                Error(
+                    f"PROJECT_STATS['ROLLUPS']: {finer} does not divide {coarser}.",
+                    hint="Each rollup must divide the next so buckets nest.",
+                    id="project_stats.E004",
+                )
+            )
+    return errors
+
+
+@register()
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    errors = _rollups_errors(project_stats_settings.raw("ROLLUPS"))
+    max_points = project_stats_settings.raw("MAX_POINTS")
+    if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points <= 0:
+        errors.append(
+            Error(
+                f"PROJECT_STATS['MAX_POINTS'] must be a positive integer, got {max_points!r}.",
+                hint=f"The default is {DEFAULTS['MAX_POINTS']}.",
+                id="project_stats.E005",
+            )
+        )
+    timestamp_format = project_stats_settings.raw("TIMESTAMP_FORMAT")
+    if timestamp_format not in ("int", "float"):
+        errors.append(
+            Error(
+                "PROJECT_STATS['TIMESTAMP_FORMAT'] must be 'int' or 'float', "
+                f"got {timestamp_format!r}.",
+                id="project_stats.E006",
+            )
+        )
+    return errors
+
+
+@register()
+def check_database(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    from .models import EventCount
+
+    alias = router.db_for_write(EventCount)
+    vendor = connections[alias].vendor
+    if vendor in SUPPORTED_VENDORS:
+        return []
+    return [
+        Warning(
+            f"Database {alias!r} is {vendor}; project_stats writes counts with "
+            "PostgreSQL or SQLite upserts only.",
+            id="project_stats.W001",
+        )
+    ]

@@ -1,0 +1,196 @@
+"""The time-series service: record and read per-project event counts.
+
+Everything that reads or writes counts (views, admin, commands) goes through
+these functions. No request objects and no DRF here.
+
+Times are aware ``datetime``s or seconds since the UNIX epoch; rollups are
+bucket widths in seconds and must be configured in ``PROJECT_STATS["ROLLUPS"]``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
+
+from django.db.models import Model
+from django.utils import timezone
+
+from ..conf import project_stats_settings
+from ..constants import MAX_ENVIRONMENT_LENGTH, stat_code
+from . import database
+from .rollups import TimeLike, bucket_start, optimal_rollup, point_count, series
+
+__all__ = [
+    "Increment",
+    "QueryError",
+    "get_optimal_rollup",
+    "get_range",
+    "get_rollups",
+    "incr",
+    "incr_many",
+]
+
+ProjectLike = Model | int
+
+
+class QueryError(ValueError):
+    """A read that cannot be answered as asked (e.g. too many points)."""
+
+
+class Increment(NamedTuple):
+    """One item of :func:`incr_many`; plain tuples in this order work too."""
+
+    project: ProjectLike
+    stat: str | int
+    timestamp: TimeLike | None = None
+    count: int = 1  # type: ignore[assignment]  # shadows tuple.count on purpose
+    environment: str | None = None
+
+
+def get_rollups() -> tuple[tuple[int, int], ...]:
+    """The configured ``(seconds per bucket, buckets kept)`` pairs, finest first."""
+    return project_stats_settings.ROLLUPS
+
+
+def _project_id(project: ProjectLike) -> int:
+    pk = project if isinstance(project, int) and not isinstance(project, bool) else None
+    if pk is None and isinstance(project, Model):
+        pk = project.pk
+    if not isinstance(pk, int):
+        raise ValueError("project must be a saved Project or its primary key")
+    return pk
+
+
+def _environment(environment: str | None) -> str:
+    if environment is None:
+        return ""
+    if not isinstance(environment, str):
+        raise ValueError(f"environment must be a string, not {environment!r}")
+    if len(environment) > MAX_ENVIRONMENT_LENGTH:
+        raise ValueError(f"environment longer than {MAX_ENVIRONMENT_LENGTH} characters")
+    return environment
+
+
+def _count(count: int) -> int:
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise ValueError(f"count must be a non-negative integer, not {count!r}")
+    return count
+
+
+def _rollups_to_write(rollups: Iterable[int] | None) -> tuple[int, ...]:
+    configured = tuple(r for r, _ in get_rollups())
+    if rollups is None:
+        return configured
+    chosen = tuple(dict.fromkeys(rollups))
+    unknown = [r for r in chosen if r not in configured]
+    if unknown:
+        raise ValueError(f"rollups {unknown} are not configured (configured: {configured})")
+    return chosen
+
+
+def _check_rollup(rollup: int) -> int:
+    if rollup not in {r for r, _ in get_rollups()}:
+        raise QueryError(f"rollup {rollup!r} is not configured")
+    return rollup
+
+
+def incr(
+    project: ProjectLike,
+    stat: str | int,
+    *,
+    count: int = 1,
+    timestamp: TimeLike | None = None,
+    environment: str | None = None,
+    rollups: Iterable[int] | None = None,
+) -> None:
+    """Add ``count`` to the bucket holding ``timestamp`` (default: now) in every rollup.
+
+    With ``environment``, that environment's series and the all-environments
+    total are both incremented. ``rollups`` restricts the write to those
+    configured rollups. One statement: atomic, and concurrent calls on the
+    same bucket never lose an increment.
+    """
+    incr_many(
+        [Increment(project, stat, timestamp, count, environment)],
+        rollups=rollups,
+    )
+
+
+def incr_many(
+    items: Iterable[Increment | Sequence[Any]],
+    *,
+    rollups: Iterable[int] | None = None,
+) -> int:
+    """Record many increments at once; returns the number of distinct rows written.
+
+    Items are :class:`Increment`s or tuples ``(project, stat, timestamp=None,
+    count=1, environment=None)``. They are summed in memory and each distinct
+    bucket is written once, in as few statements as the database allows, in
+    one transaction: the whole batch is recorded or none of it. Every item is
+    validated before anything is written.
+    """
+    targets = _rollups_to_write(rollups)
+    default_time = None
+    totals: defaultdict[tuple[int, int, str, int, int], int] = defaultdict(int)
+    for item in items:
+        inc = item if isinstance(item, Increment) else Increment(*item)
+        project_id = _project_id(inc.project)
+        code = stat_code(inc.stat)
+        count = _count(inc.count)
+        environment = _environment(inc.environment)
+        when = inc.timestamp
+        if when is None:
+            default_time = default_time or timezone.now()
+            when = default_time
+        environments = ("", environment) if environment else ("",)
+        for rollup in targets:
+            epoch = bucket_start(when, rollup)
+            for env in environments:
+                totals[(project_id, code, env, rollup, epoch)] += count
+    rows = [(*key, total) for key, total in totals.items() if total]
+    database.upsert(rows)
+    return len(rows)
+
+
+def get_optimal_rollup(start: TimeLike, end: TimeLike, *, now: TimeLike | None = None) -> int:
+    """The finest rollup whose span covers ``end - start`` and whose retention covers ``end``.
+
+    See :func:`project_stats.tsdb.rollups.optimal_rollup`; the coarsest rollup
+    when none qualifies.
+    """
+    return optimal_rollup(get_rollups(), start, end, timezone.now() if now is None else now)
+
+
+def get_range(
+    project: ProjectLike,
+    stat: str | int,
+    start: TimeLike,
+    end: TimeLike,
+    *,
+    rollup: int | None = None,
+    environment: str | None = None,
+    now: TimeLike | None = None,
+) -> list[tuple[int, int]]:
+    """``(bucket_start_epoch, count)`` pairs for ``[start, end]``, ascending and zero-filled.
+
+    The series is Sentry's: the bucket holding ``end`` is the last point, and
+    points step back one rollup at a time while still ``>= start``, so there
+    are ``floor((end - start) / rollup) + 1`` of them. ``rollup`` defaults to
+    :func:`get_optimal_rollup`. ``QueryError`` when the rollup is not
+    configured or the series would exceed ``MAX_POINTS``. One query.
+    """
+    code = stat_code(stat)
+    env = _environment(environment)
+    if rollup is None:
+        rollup = get_optimal_rollup(start, end, now=now)
+    _check_rollup(rollup)
+    points = point_count(start, end, rollup)
+    limit = project_stats_settings.MAX_POINTS
+    if points > limit:
+        raise QueryError(f"the series would have {points} points; the limit is {limit}")
+    buckets = series(start, end, rollup)
+    if not buckets:
+        return []
+    stored = database.read_buckets(_project_id(project), code, env, rollup, buckets[0], buckets[-1])
+    return [(epoch, stored.get(epoch, 0)) for epoch in buckets]

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from django.db import connection
+
+from project_stats.models import Project
+
+from .factories import ProjectFactory
+
+# A fixed "now" aligned to nothing in particular: 2024-03-05 13:37:42.5 UTC.
+NOW = datetime(2024, 3, 5, 13, 37, 42, 500000, tzinfo=UTC)
+
+
+def is_postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
+@pytest.fixture
+def now() -> datetime:
+    return NOW
+
+
+@pytest.fixture
+def project(db: None) -> Project:
+    return ProjectFactory()
+
+
+@pytest.fixture
+def other_project(db: None, project: Project) -> Project:
+    return ProjectFactory(organization=project.organization)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    skip = pytest.mark.skip(reason="needs PostgreSQL (set TEST_DATABASE_URL)")
+    if connection.vendor != "postgresql":
+        for item in items:
+            if "postgres" in item.keywords:
+                item.add_marker(skip)

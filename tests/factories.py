@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import factory
+from django.contrib.auth import get_user_model
+
+from project_stats.models import Organization, OrganizationMember, Project
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ("username",)
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    email = factory.LazyAttribute(lambda u: f"{u.username}@example.com")
+    password = factory.django.Password("password")
+
+
+class OrganizationFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Organization
+
+    slug = factory.Sequence(lambda n: f"org-{n}")
+    name = factory.LazyAttribute(lambda o: o.slug.replace("-", " ").title())
+
+
+class ProjectFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Project
+
+    organization = factory.SubFactory(OrganizationFactory)
+    slug = factory.Sequence(lambda n: f"project-{n}")
+    name = factory.LazyAttribute(lambda p: p.slug.replace("-", " ").title())
+
+
+class OrganizationMemberFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = OrganizationMember
+
+    organization = factory.SubFactory(OrganizationFactory)
+    user = factory.SubFactory(UserFactory)
+    role = OrganizationMember.Role.MEMBER

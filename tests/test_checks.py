@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import pytest
+
+from project_stats.checks import check_settings
+
+
+def ids(settings) -> list[str]:  # type: ignore[no-untyped-def]
+    return [m.id for m in check_settings()]
+
+
+def test_defaults_pass(settings) -> None:  # type: ignore[no-untyped-def]
+    settings.PROJECT_STATS = {}
+    assert ids(settings) == []
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ({"ROLLUPS": 5}, "project_stats.E001"),
+        ({"ROLLUPS": ()}, "project_stats.E001"),
+        ({"ROLLUPS": ((0, 10),)}, "project_stats.E002"),
+        ({"ROLLUPS": ((10, -1),)}, "project_stats.E002"),
+        ({"ROLLUPS": ((3600, 10), (10, 10))}, "project_stats.E003"),
+        ({"ROLLUPS": ((10, 10), (10, 20))}, "project_stats.E003"),
+        ({"ROLLUPS": ((10, 10), (25, 10))}, "project_stats.E004"),
+        ({"MAX_POINTS": 0}, "project_stats.E005"),
+        ({"MAX_POINTS": "many"}, "project_stats.E005"),
+        ({"TIMESTAMP_FORMAT": "iso"}, "project_stats.E006"),
+    ],
+)
+def test_bad_settings_are_reported(settings, value: dict, expected: str) -> None:  # type: ignore[no-untyped-def]
+    settings.PROJECT_STATS = value
+    assert expected in ids(settings)
+
+
+def test_user_dict_is_never_mutated(settings) -> None:  # type: ignore[no-untyped-def]
+    from project_stats.conf import project_stats_settings
+
+    user = {"MAX_POINTS": 7}
+    settings.PROJECT_STATS = user
+    assert project_stats_settings.MAX_POINTS == 7
+    assert project_stats_settings.ROLLUPS == ((10, 360), (3600, 168), (86400, 90))
+    assert user == {"MAX_POINTS": 7}

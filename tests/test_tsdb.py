@@ -1,0 +1,259 @@
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta
+
+import pytest
+from django.db import connection, connections
+from django.test.utils import CaptureQueriesContext
+
+from project_stats import tsdb
+from project_stats.models import EventCount, Project
+from project_stats.tsdb.rollups import bucket_start
+
+from .factories import ProjectFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def rows(project: Project) -> dict[tuple[str, str, int, int], int]:
+    return {
+        (r.get_stat_display(), r.environment, r.rollup, int(r.timestamp.timestamp())): r.count
+        for r in EventCount.objects.filter(project=project)
+    }
+
+
+def test_incr_writes_every_rollup(project: Project, now: datetime) -> None:
+    tsdb.incr(project, "received", timestamp=now, count=3)
+    assert rows(project) == {
+        ("received", "", 10, bucket_start(now, 10)): 3,
+        ("received", "", 3600, bucket_start(now, 3600)): 3,
+        ("received", "", 86400, bucket_start(now, 86400)): 3,
+    }
+
+
+def test_incr_adds_to_the_stored_value(project: Project, now: datetime) -> None:
+    tsdb.incr(project, "received", timestamp=now)
+    tsdb.incr(project, "received", timestamp=now + timedelta(seconds=5), count=4)
+    tsdb.incr(project, "received", timestamp=now + timedelta(seconds=60))
+    counts = rows(project)
+    assert counts[("received", "", 10, bucket_start(now, 10))] == 5
+    assert counts[("received", "", 3600, bucket_start(now, 3600))] == 6
+
+
+def test_incr_accepts_epoch_seconds(project: Project, now: datetime) -> None:
+    tsdb.incr(project.pk, "rejected", timestamp=now.timestamp())
+    assert rows(project) == {
+        ("rejected", "", r, bucket_start(now, r)): 1 for r in (10, 3600, 86400)
+    }
+
+
+def test_incr_defaults_to_now(project: Project) -> None:
+    tsdb.incr(project, "received")
+    assert EventCount.objects.filter(project=project).count() == 3
+
+
+def test_incr_with_environment_writes_the_total_too(project: Project, now: datetime) -> None:
+    tsdb.incr(project, "generated", timestamp=now, environment="production", count=2)
+    tsdb.incr(project, "generated", timestamp=now, environment="staging")
+    counts = rows(project)
+    hour = bucket_start(now, 3600)
+    assert counts[("generated", "production", 3600, hour)] == 2
+    assert counts[("generated", "staging", 3600, hour)] == 1
+    assert counts[("generated", "", 3600, hour)] == 3
+
+
+def test_incr_restricted_to_some_rollups(project: Project, now: datetime) -> None:
+    tsdb.incr(project, "received", timestamp=now, rollups=[10])
+    assert rows(project) == {("received", "", 10, bucket_start(now, 10)): 1}
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"stat": "nope"},
+        {"count": -1},
+        {"count": 1.5},
+        {"count": True},
+        {"rollups": [60]},
+        {"environment": "x" * 65},
+        {"timestamp": datetime(2024, 1, 1)},  # noqa: DTZ001 - naive on purpose
+        {"timestamp": float("nan")},
+    ],
+)
+def test_incr_refuses_bad_input_and_writes_nothing(project: Project, kwargs: dict) -> None:
+    args = {"stat": "received", **kwargs}
+    stat = args.pop("stat")
+    with pytest.raises(ValueError):
+        tsdb.incr(project, stat, **args)
+    assert not EventCount.objects.exists()
+
+
+def test_incr_refuses_an_unsaved_project() -> None:
+    with pytest.raises(ValueError):
+        tsdb.incr(Project(slug="x"), "received")
+
+
+def test_incr_is_one_statement(project: Project, now: datetime) -> None:
+    with CaptureQueriesContext(connection) as ctx:
+        tsdb.incr(project, "generated", timestamp=now, environment="production")
+    statements = [q["sql"] for q in ctx.captured_queries if "INSERT" in q["sql"]]
+    assert len(statements) == 1
+
+
+def test_incr_many_equals_the_same_incr_calls(now: datetime) -> None:
+    a, b = ProjectFactory(), ProjectFactory()
+    items = [
+        (a, "received", now, 1, None),
+        (a, "received", now + timedelta(seconds=3), 2, None),
+        (b, "rejected", now - timedelta(hours=2), 5, None),
+        (a, "generated", now, 1, "production"),
+        (a, "generated", now + timedelta(days=1), 7, "staging"),
+        tsdb.Increment(b, "received", now.timestamp(), 4),
+    ]
+    tsdb.incr_many(items)
+    batch = {p.pk: rows(p) for p in (a, b)}
+    EventCount.objects.all().delete()
+    for item in items:
+        project, stat, timestamp, count, environment = item
+        tsdb.incr(project, stat, timestamp=timestamp, count=count, environment=environment)
+    assert {p.pk: rows(p) for p in (a, b)} == batch
+    assert batch[a.pk][("received", "", 10, bucket_start(now, 10))] == 3
+
+
+def test_incr_many_writes_each_row_once(project: Project, now: datetime) -> None:
+    written = tsdb.incr_many([(project, "received", now)] * 50)
+    assert written == 3
+    assert rows(project)[("received", "", 10, bucket_start(now, 10))] == 50
+
+
+def test_incr_many_is_all_or_nothing_on_bad_items(project: Project, now: datetime) -> None:
+    with pytest.raises(ValueError):
+        tsdb.incr_many([(project, "received", now), (project, "bogus", now)])
+    assert not EventCount.objects.exists()
+
+
+def test_incr_many_large_batch_spans_statement_chunks(now: datetime) -> None:
+    projects = ProjectFactory.create_batch(5)
+    items = [(projects[i % 5], "received", now - timedelta(seconds=10 * i), 1) for i in range(2000)]
+    written = tsdb.incr_many(items, rollups=[10])
+    assert written == 2000
+    assert EventCount.objects.filter(rollup=10).count() == 2000
+
+
+def test_get_range_default_day_is_24_hourly_points_newest_last(
+    project: Project, now: datetime
+) -> None:
+    tsdb.incr(project, "received", timestamp=now, count=2)
+    tsdb.incr(project, "received", timestamp=now - timedelta(hours=23), count=5)
+    tsdb.incr(project, "received", timestamp=now - timedelta(hours=25), count=100)
+    points = tsdb.get_range(project, "received", now - timedelta(seconds=86399), now, now=now)
+    assert len(points) == 24
+    assert [t for t, _ in points] == [
+        bucket_start(now, 3600) - 3600 * i for i in reversed(range(24))
+    ]
+    assert points[-1] == (bucket_start(now, 3600), 2)
+    assert points[0] == (bucket_start(now, 3600) - 23 * 3600, 5)
+    assert sum(c for _, c in points) == 7
+
+
+@pytest.mark.parametrize(
+    ("since", "rollup", "points"),
+    [(3600, 10, 361), (3601, 3600, 2), (7 * 86400 + 1, 86400, 8), (86399, 3600, 24)],
+)
+def test_get_range_series_vectors(
+    project: Project, now: datetime, since: int, rollup: int, points: int
+) -> None:
+    start = now - timedelta(seconds=since)
+    assert tsdb.get_optimal_rollup(start, now, now=now) == rollup
+    result = tsdb.get_range(project, "received", start, now, now=now)
+    assert len(result) == points
+    assert result[-1][0] == bucket_start(now, rollup)
+
+
+def test_get_range_with_explicit_rollup(project: Project, now: datetime) -> None:
+    tsdb.incr(project, "received", timestamp=now, count=9)
+    result = tsdb.get_range(project, "received", now - timedelta(days=2), now, rollup=86400)
+    assert result == [
+        (bucket_start(now, 86400) - 2 * 86400, 0),
+        (bucket_start(now, 86400) - 86400, 0),
+        (bucket_start(now, 86400), 9),
+    ]
+
+
+def test_get_range_keeps_stats_environments_and_projects_apart(
+    project: Project, other_project: Project, now: datetime
+) -> None:
+    tsdb.incr(project, "received", timestamp=now, count=1)
+    tsdb.incr(project, "rejected", timestamp=now, count=10)
+    tsdb.incr(other_project, "received", timestamp=now, count=100)
+    tsdb.incr(project, "generated", timestamp=now, count=3, environment="production")
+    tsdb.incr(project, "generated", timestamp=now, count=4, environment="staging")
+
+    def total(**kwargs: object) -> int:
+        start = now - timedelta(hours=1)
+        return sum(c for _, c in tsdb.get_range(project, start=start, end=now, **kwargs))  # type: ignore[arg-type]
+
+    assert total(stat="received") == 1
+    assert total(stat="rejected") == 10
+    assert total(stat="generated") == 7
+    assert total(stat="generated", environment="production") == 3
+    assert total(stat="generated", environment="staging") == 4
+    assert total(stat="generated", environment="nowhere") == 0
+
+
+def test_get_range_is_one_query_whatever_the_points(project: Project, now: datetime) -> None:
+    for span, rollup in ((3600, 10), (86400 * 90, 86400)):
+        with CaptureQueriesContext(connection) as ctx:
+            tsdb.get_range(project, "received", now - timedelta(seconds=span), now, rollup=rollup)
+        assert len(ctx.captured_queries) == 1
+
+
+def test_get_range_empty_when_start_after_end(project: Project, now: datetime) -> None:
+    assert tsdb.get_range(project, "received", now, now - timedelta(seconds=1), rollup=10) == []
+
+
+def test_get_range_refuses_unconfigured_rollup_and_too_many_points(
+    project: Project, now: datetime
+) -> None:
+    with pytest.raises(tsdb.QueryError):
+        tsdb.get_range(project, "received", now - timedelta(hours=1), now, rollup=60)
+    with pytest.raises(tsdb.QueryError, match="limit is 10000"):
+        tsdb.get_range(project, "received", now - timedelta(days=90), now, rollup=10)
+
+
+def test_settings_are_read_at_call_time(settings, project: Project, now: datetime) -> None:  # type: ignore[no-untyped-def]
+    settings.PROJECT_STATS = {"ROLLUPS": ((60, 60), (3600, 24)), "MAX_POINTS": 5}
+    tsdb.incr(project, "received", timestamp=now)
+    assert sorted(EventCount.objects.values_list("rollup", flat=True)) == [60, 3600]
+    assert tsdb.get_optimal_rollup(now - timedelta(minutes=30), now, now=now) == 60
+    with pytest.raises(tsdb.QueryError, match="limit is 5"):
+        tsdb.get_range(project, "received", now - timedelta(minutes=30), now, now=now)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_increments_are_never_lost(now: datetime) -> None:
+    project = ProjectFactory()
+    threads_n, per_thread = 8, 150
+    barrier = threading.Barrier(threads_n)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            barrier.wait()
+            for _ in range(per_thread):
+                tsdb.incr(project, "received", timestamp=now)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=work) for _ in range(threads_n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    counts = dict(EventCount.objects.filter(project=project).values_list("rollup", "count"))
+    assert counts == {10: 1200, 3600: 1200, 86400: 1200}
