@@ -6,14 +6,16 @@ PORT ?= 8000
 # Extra requirements for the venv, e.g. EXTRA_PIP='Django>=6,<7'.
 EXTRA_PIP ?=
 EXTRAS ?= test,dev
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 PG_URL := $(or $(DATABASE_URL),postgres://postgres@127.0.0.1:5432/test)
 
-.PHONY: venv test test-sqlite test-postgres lint typecheck run clean
+.PHONY: venv test lint typecheck run clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[$(EXTRAS)]' $(if $(EXTRA_PIP),'$(EXTRA_PIP)')
+	$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+	$(PY) -m pip install -q -e '.[$(EXTRAS)]' $(if $(EXTRA_PIP),'$(EXTRA_PIP)') 2>&1 | grep -v '^WARNING: Location'; test $${PIPESTATUS[0]} -eq 0
 	touch $@
 
 venv: $(VENV)/.installed
