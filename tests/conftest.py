@@ -33,14 +33,6 @@ def other_project(db: None, project: Project) -> Project:
     return ProjectFactory(organization=project.organization)
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    skip = pytest.mark.skip(reason="needs PostgreSQL (set TEST_DATABASE_URL)")
-    if connection.vendor != "postgresql":
-        for item in items:
-            if "postgres" in item.keywords:
-                item.add_marker(skip)
-
-
 @pytest.fixture
 def member_token(db: None, project: Project) -> ApiToken:
     """A ``project:read`` token of a member of ``project``'s organization."""
@@ -56,3 +48,11 @@ def bearer(token: ApiToken | str) -> dict[str, str]:
     """Client keyword arguments sending ``token`` (an ApiToken from the factory, or text)."""
     text = token if isinstance(token, str) else token.plaintext  # type: ignore[attr-defined]
     return {"HTTP_AUTHORIZATION": f"Bearer {text}"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    skip = pytest.mark.skip(reason="needs PostgreSQL (set TEST_DATABASE_URL)")
+    if connection.vendor != "postgresql":
+        for item in items:
+            if "postgres" in item.keywords:
+                item.add_marker(skip)

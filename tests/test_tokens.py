@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import threading
 from datetime import datetime, timedelta
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import connection
+from django.db import connection, connections
 
 from project_stats import tokens
 from project_stats.models import ApiToken
@@ -272,3 +273,33 @@ def test_record_use_is_conditional_in_the_database(now: datetime) -> None:
 def test_str_shows_only_the_prefix() -> None:
     token = ApiTokenFactory(name="deploy")
     assert str(token) == f"{token.prefix}\u2026 deploy"
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_uses_write_last_used_once(now: datetime) -> None:
+    token = ApiTokenFactory()
+    threads_n = 8
+    barrier = threading.Barrier(threads_n)
+    wrote: list[bool] = []
+    errors: list[BaseException] = []
+
+    def use() -> None:
+        try:
+            copy = ApiToken.objects.get(pk=token.pk)  # last_used is None in every copy
+            barrier.wait()
+            wrote.append(copy.record_use(now=now))
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=use) for _ in range(threads_n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sorted(wrote) == [False] * (threads_n - 1) + [True]
+    token.refresh_from_db()
+    assert token.last_used == now
