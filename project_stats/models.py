@@ -160,15 +160,17 @@ class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
 
         The plaintext exists only in the return value: keep it or lose it.
         ``ValueError`` (and nothing created) for an unsaved or inactive user,
-        unknown or no scopes, a name over 100 characters, or an ``expires_at``
+        unknown or no scopes, a name over 100 characters (or with NUL), or an ``expires_at``
         that is naive or not in the future.
         """
         if user.pk is None:
             raise ValueError("user must be saved")
         if not user.is_active:
             raise ValueError(f"User {user.get_username()!r} is inactive.")
-        if not isinstance(name, str) or len(name) > MAX_TOKEN_NAME_LENGTH:
-            raise ValueError(f"name must be a string of at most {MAX_TOKEN_NAME_LENGTH} characters")
+        if not isinstance(name, str) or len(name) > MAX_TOKEN_NAME_LENGTH or "\x00" in name:
+            raise ValueError(
+                f"name must be a string of at most {MAX_TOKEN_NAME_LENGTH} characters, without NUL"
+            )
         clean_scopes = normalize_scopes(scopes)
         if expires_at is not None:
             if timezone.is_naive(expires_at):

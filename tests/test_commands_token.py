@@ -74,6 +74,7 @@ def test_scopes_expiry_and_name() -> None:
         (["carol", "--expires-in-days", "99999999999"], "too large"),
         (["carol", "--expires-in-days", "soon"], "invalid int value"),
         (["carol", "--name", "x" * 101], "at most 100"),
+        (["carol", "--name", "a\x00b"], "without NUL"),
         (["dave"], "inactive"),
     ],
 )

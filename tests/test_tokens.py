@@ -151,6 +151,7 @@ def test_issue_defaults_to_project_read_and_no_expiry() -> None:
         ({"scopes": "project:read"}, "not one string"),
         ({"scopes": [None]}, "Unknown scope"),
         ({"name": "x" * 101}, "at most 100"),
+        ({"name": "a\x00b"}, "without NUL"),
         ({"expires_at": datetime(2030, 1, 1)}, "aware"),  # noqa: DTZ001 - naive on purpose
         ({"expires_at": "past"}, "in the future"),
         ({"expires_at": "now"}, "in the future"),
