@@ -1,10 +1,31 @@
-"""Admin pages for inspecting organizations, projects, members and counts."""
+"""Admin pages for organizations, projects, members, counts and API tokens."""
 
 from __future__ import annotations
 
-from django.contrib import admin
+import weakref
+from typing import Any
 
-from .models import EventCount, Organization, OrganizationMember, Project
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
+
+from . import tokens
+from .constants import SCOPES
+from .models import (
+    DEFAULT_TOKEN_SCOPES,
+    ApiToken,
+    ApiTokenQuerySet,
+    EventCount,
+    Organization,
+    OrganizationMember,
+    Project,
+    normalize_scopes,
+)
 
 
 class OrganizationMemberInline(admin.TabularInline):
@@ -55,3 +76,165 @@ class EventCountAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: object, obj: object = None) -> bool:
         return False
+
+
+class ApiTokenForm(forms.ModelForm):
+    scopes = forms.MultipleChoiceField(
+        choices=[(scope, scope) for scope in SCOPES],
+        widget=forms.CheckboxSelectMultiple,
+        initial=list(DEFAULT_TOKEN_SCOPES),
+    )
+
+    class Meta:
+        model = ApiToken
+        fields = ["user", "name", "scopes", "expires_at"]
+
+    def clean_scopes(self) -> list[str]:
+        try:
+            return normalize_scopes(self.cleaned_data["scopes"])
+        except ValueError as error:
+            raise forms.ValidationError(str(error)) from None
+
+    def clean_expires_at(self) -> Any:
+        expires_at = self.cleaned_data.get("expires_at")
+        if self.instance.pk is None and expires_at is not None and expires_at <= timezone.now():
+            raise forms.ValidationError("A new token must expire in the future.")
+        return expires_at
+
+
+class ApiTokenStatusFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request: Any, model_admin: Any) -> list[tuple[str, str]]:
+        return [("active", "Active"), ("expired", "Expired"), ("revoked", "Revoked")]
+
+    def queryset(self, request: Any, queryset: QuerySet) -> QuerySet | None:
+        now = timezone.now()
+        if self.value() == "active":
+            return queryset.filter(
+                Q(expires_at__isnull=True) | Q(expires_at__gt=now), revoked_at__isnull=True
+            )
+        if self.value() == "expired":
+            return queryset.filter(expires_at__lte=now, revoked_at__isnull=True)
+        if self.value() == "revoked":
+            return queryset.filter(revoked_at__isnull=False)
+        return None
+
+
+# Plaintexts of tokens created by an add request, from save_model to response_add.
+# Held in memory for that one request only: never in a message, session or cookie.
+_new_plaintexts: weakref.WeakKeyDictionary[HttpRequest, str] = weakref.WeakKeyDictionary()
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Tokens are listed by prefix; the secret is shown once, on the page after "Save".
+
+    Revoking (the list action) keeps the row for the record; deleting works too.
+    """
+
+    form = ApiTokenForm
+    list_display = [
+        "token_label",
+        "name",
+        "user",
+        "scope_list",
+        "expires_at",
+        "last_used",
+        "status",
+        "created",
+    ]
+    list_filter = [ApiTokenStatusFilter]
+    list_select_related = ["user"]
+    search_fields = ["prefix", "name", "user__username"]
+    autocomplete_fields = ["user"]
+    actions = ["revoke_selected"]
+    created_template = "admin/project_stats/apitoken/token_created.html"
+
+    @admin.display(description="token", ordering="prefix")
+    def token_label(self, obj: ApiToken) -> str:
+        return f"{obj.prefix}\u2026"
+
+    @admin.display(description="scopes")
+    def scope_list(self, obj: ApiToken) -> str:
+        return " ".join(obj.scopes)
+
+    @admin.display(description="status")
+    def status(self, obj: ApiToken) -> str:
+        if obj.is_revoked:
+            return "revoked"
+        return "expired" if obj.is_expired() else "active"
+
+    def get_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> tuple[str, ...]:
+        if obj is None:
+            return ("user", "name", "scopes", "expires_at")
+        return (
+            "token_label",
+            "user",
+            "name",
+            "scopes",
+            "expires_at",
+            "status",
+            "created",
+            "last_used",
+            "revoked_at",
+        )
+
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: ApiToken | None = None
+    ) -> tuple[str, ...]:
+        if obj is None:
+            return ()
+        # The owner is fixed: moving a live credential to someone else is a new token.
+        return ("token_label", "user", "status", "created", "last_used", "revoked_at")
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
+        # A pasted (e.g. leaked) token is found by its stored prefix.
+        if tokens.is_well_formed(search_term.strip()):
+            search_term = tokens.lookup_prefix(search_term.strip())
+        return super().get_search_results(request, queryset, search_term)
+
+    @admin.action(description="Revoke selected tokens", permissions=["change"])
+    def revoke_selected(self, request: HttpRequest, queryset: ApiTokenQuerySet) -> None:
+        revoked = queryset.revoke()
+        self.message_user(request, f"Revoked {revoked} token(s).", messages.SUCCESS)
+
+    def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
+        if not change:
+            _new_plaintexts[request] = obj.assign_new_secret()
+        super().save_model(request, obj, form, change)
+
+    def response_add(
+        self, request: HttpRequest, obj: ApiToken, post_url_continue: str | None = None
+    ) -> HttpResponse:
+        plaintext = _new_plaintexts.pop(request, None)
+        if plaintext is None:
+            return super().response_add(request, obj, post_url_continue)
+        opts = self.opts
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "API token created",
+            "opts": opts,
+            "token": obj,
+            "plaintext": plaintext,
+            "change_url": reverse(
+                f"admin:{opts.app_label}_{opts.model_name}_change",
+                args=[obj.pk],
+                current_app=self.admin_site.name,
+            ),
+            "changelist_url": reverse(
+                f"admin:{opts.app_label}_{opts.model_name}_changelist",
+                current_app=self.admin_site.name,
+            ),
+            "add_url": reverse(
+                f"admin:{opts.app_label}_{opts.model_name}_add", current_app=self.admin_site.name
+            ),
+        }
+        # Rendered straight away rather than redirected with a message, so the
+        # secret never sits in a message cookie or the session table.
+        response = TemplateResponse(request, self.created_template, context)
+        add_never_cache_headers(response)
+        return response

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.core.checks import CheckMessage, Error, Warning, register
 from django.db import connections, router
+from rest_framework.settings import api_settings
 
 from .conf import DEFAULTS, project_stats_settings
+from .throttling import THROTTLE_SCOPE
 from .tsdb.database import SUPPORTED_VENDORS
 
 _HINT_ROLLUPS = 'e.g. "ROLLUPS": ((10, 360), (3600, 168), (86400, 90))'
+# What DRF's SimpleRateThrottle.parse_rate understands: it reads the unit's first letter.
+_THROTTLE_RATE_RE = re.compile(r"[0-9]+/[smhd][a-z]*")
 
 
 def _rollups_errors(value: Any) -> list[CheckMessage]:
@@ -100,5 +105,21 @@ def check_database(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             f"Database {alias!r} is {vendor}; project_stats writes counts with "
             "PostgreSQL or SQLite upserts only.",
             id="project_stats.W001",
+        )
+    ]
+
+
+@register()
+def check_throttle_rate(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    rates = api_settings.DEFAULT_THROTTLE_RATES or {}
+    rate = rates.get(THROTTLE_SCOPE) if isinstance(rates, dict) else None
+    if rate is None or (isinstance(rate, str) and _THROTTLE_RATE_RE.fullmatch(rate)):
+        return []
+    return [
+        Error(
+            f"REST_FRAMEWORK['DEFAULT_THROTTLE_RATES']['{THROTTLE_SCOPE}'] must be a rate "
+            f"such as '120/min', got {rate!r}.",
+            hint="A number, a slash and a unit: s, m, h or d (sec, min, hour, day).",
+            id="project_stats.E007",
         )
     ]

@@ -1,11 +1,21 @@
-"""Organizations, their projects and members, and the stored event counts."""
+"""Organizations, their projects and members, the stored event counts, API tokens."""
 
 from __future__ import annotations
 
-from django.conf import settings
-from django.db import models
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-from .constants import MAX_ENVIRONMENT_LENGTH, Stat
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils import timezone
+
+from . import tokens
+from .constants import MAX_ENVIRONMENT_LENGTH, SCOPES, Stat
+
+if TYPE_CHECKING:
+    from django.contrib.auth.base_user import AbstractBaseUser
 
 
 class Organization(models.Model):
@@ -94,3 +104,168 @@ class EventCount(models.Model):
 
     def __str__(self) -> str:
         return f"{self.project_id} {self.get_stat_display()} {self.rollup}s {self.timestamp}"
+
+
+DEFAULT_TOKEN_SCOPES: tuple[str, ...] = ("project:read",)
+# last_used is a hint for humans, not an audit log: one write a minute at most.
+LAST_USED_INTERVAL = timedelta(minutes=1)
+MAX_TOKEN_NAME_LENGTH = 100
+
+
+def normalize_scopes(scopes: Iterable[str]) -> list[str]:
+    """Known scopes, deduplicated, in ``SCOPES`` order; ``ValueError`` otherwise."""
+    if isinstance(scopes, str):
+        raise ValueError("scopes must be a list of scope names, not one string")
+    try:
+        given = list(scopes)
+    except TypeError:
+        raise ValueError("scopes must be a list of scope names") from None
+    unknown = [s for s in given if not isinstance(s, str) or s not in SCOPES]
+    if unknown:
+        raise ValueError(
+            f"Unknown scope(s): {', '.join(map(repr, unknown))}; choose from {', '.join(SCOPES)}."
+        )
+    if not given:
+        raise ValueError(f"At least one scope is required; choose from {', '.join(SCOPES)}.")
+    return [s for s in SCOPES if s in given]
+
+
+def validate_scopes(value: object) -> None:
+    """Field validator for ``ApiToken.scopes``."""
+    try:
+        normalize_scopes(value)  # type: ignore[arg-type]
+    except ValueError as error:
+        raise ValidationError(str(error), code="invalid_scopes") from None
+
+
+def _aware_now(now: datetime | None) -> datetime:
+    if now is None:
+        return timezone.now()
+    if timezone.is_naive(now):
+        raise ValueError("naive datetime: give an aware (UTC) datetime")
+    return now
+
+
+class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
+    def issue(
+        self,
+        user: AbstractBaseUser,
+        *,
+        name: str = "",
+        scopes: Iterable[str] = DEFAULT_TOKEN_SCOPES,
+        expires_at: datetime | None = None,
+        now: datetime | None = None,
+    ) -> tuple[ApiToken, str]:
+        """Create a token for ``user``; returns ``(token, plaintext)``.
+
+        The plaintext exists only in the return value: keep it or lose it.
+        ``ValueError`` (and nothing created) for an unsaved or inactive user,
+        unknown or no scopes, a name over 100 characters (or with NUL), or an ``expires_at``
+        that is naive or not in the future.
+        """
+        if user.pk is None:
+            raise ValueError("user must be saved")
+        if not user.is_active:
+            raise ValueError(f"User {user.get_username()!r} is inactive.")
+        if not isinstance(name, str) or len(name) > MAX_TOKEN_NAME_LENGTH or "\x00" in name:
+            raise ValueError(
+                f"name must be a string of at most {MAX_TOKEN_NAME_LENGTH} characters, without NUL"
+            )
+        clean_scopes = normalize_scopes(scopes)
+        if expires_at is not None:
+            if timezone.is_naive(expires_at):
+                raise ValueError("expires_at must be an aware datetime")
+            if expires_at <= _aware_now(now):
+                raise ValueError("expires_at must be in the future")
+        token = self.model(user_id=user.pk, name=name, scopes=clean_scopes, expires_at=expires_at)
+        plaintext = token.assign_new_secret()
+        token.save(force_insert=True, using=self.db)
+        return token, plaintext
+
+    def active(self, *, now: datetime | None = None) -> ApiTokenQuerySet:
+        """Tokens neither revoked nor expired at ``now``."""
+        return self.filter(
+            models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=_aware_now(now)),
+            revoked_at__isnull=True,
+        )
+
+    def find(self, plaintext: str) -> ApiToken | None:
+        """The token (revoked, expired or not) whose secret is ``plaintext``, with its user."""
+        if not tokens.is_well_formed(plaintext):
+            return None
+        candidates = self.select_related("user").filter(prefix=tokens.lookup_prefix(plaintext))
+        # Prefixes are not unique: compare every candidate's digest.
+        for candidate in candidates:
+            if tokens.verify(plaintext, candidate.digest):
+                return candidate
+        return None
+
+    def revoke(self, *, now: datetime | None = None) -> int:
+        """Revoke the tokens not yet revoked; returns how many."""
+        return self.filter(revoked_at__isnull=True).update(revoked_at=_aware_now(now))
+
+
+class ApiToken(models.Model):
+    """A bearer credential for the API, acting as ``user`` within ``scopes``.
+
+    Only a SHA-256 digest of the secret is stored, with a short lookup
+    prefix. Revoking sets ``revoked_at`` and keeps the row, so the admin
+    still shows who held the token and when it was last used.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="project_stats_tokens"
+    )
+    name = models.CharField(max_length=MAX_TOKEN_NAME_LENGTH, blank=True, default="")
+    prefix = models.CharField(max_length=16, db_index=True, editable=False)
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    scopes = models.JSONField(default=list, validators=[validate_scopes])
+    expires_at = models.DateTimeField(null=True, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    last_used = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = ApiTokenQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created", "-pk"]
+        verbose_name = "API token"
+        verbose_name_plural = "API tokens"
+
+    def __str__(self) -> str:
+        label = f"{self.prefix}\u2026"
+        return f"{label} {self.name}" if self.name else label
+
+    def assign_new_secret(self) -> str:
+        """Give this (unsaved) token a fresh secret; returns the plaintext, never stored."""
+        plaintext = tokens.generate()
+        self.prefix = tokens.lookup_prefix(plaintext)
+        self.digest = tokens.digest(plaintext)
+        return plaintext
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def is_expired(self, *, now: datetime | None = None) -> bool:
+        return self.expires_at is not None and self.expires_at <= _aware_now(now)
+
+    def record_use(self, *, now: datetime | None = None) -> bool:
+        """Set ``last_used`` unless it was set less than a minute ago.
+
+        The UPDATE is conditional, so concurrent requests write at most once
+        a minute too. Returns whether this call wrote.
+        """
+        now = _aware_now(now)
+        cutoff = now - LAST_USED_INTERVAL
+        if self.last_used is not None and self.last_used >= cutoff:
+            return False
+        written = (
+            type(self)
+            .objects.filter(pk=self.pk)
+            .filter(models.Q(last_used__isnull=True) | models.Q(last_used__lt=cutoff))
+            .update(last_used=now)
+        )
+        if written:
+            self.last_used = now
+        return bool(written)

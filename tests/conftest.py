@@ -4,10 +4,11 @@ from datetime import UTC, datetime
 
 import pytest
 from django.db import connection
+from django.urls import reverse
 
-from project_stats.models import Project
+from project_stats.models import ApiToken, Project
 
-from .factories import ProjectFactory
+from .factories import ApiTokenFactory, OrganizationMemberFactory, ProjectFactory
 
 # A fixed "now" aligned to nothing in particular: 2024-03-05 13:37:42.5 UTC.
 NOW = datetime(2024, 3, 5, 13, 37, 42, 500000, tzinfo=UTC)
@@ -30,6 +31,23 @@ def project(db: None) -> Project:
 @pytest.fixture
 def other_project(db: None, project: Project) -> Project:
     return ProjectFactory(organization=project.organization)
+
+
+@pytest.fixture
+def member_token(db: None, project: Project) -> ApiToken:
+    """A ``project:read`` token of a member of ``project``'s organization."""
+    member = OrganizationMemberFactory(organization=project.organization)
+    return ApiTokenFactory(user=member.user, scopes=["project:read"])
+
+
+def access_url(organization_slug: str, project_slug: str) -> str:
+    return reverse("test-access-project", args=[organization_slug, project_slug])
+
+
+def bearer(token: ApiToken | str) -> dict[str, str]:
+    """Client keyword arguments sending ``token`` (an ApiToken from the factory, or text)."""
+    text = token if isinstance(token, str) else token.plaintext  # type: ignore[attr-defined]
+    return {"HTTP_AUTHORIZATION": f"Bearer {text}"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from typing import Any
+
 import factory
 from django.contrib.auth import get_user_model
 
-from project_stats.models import Organization, OrganizationMember, Project
+from project_stats.models import ApiToken, Organization, OrganizationMember, Project
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -40,3 +42,20 @@ class OrganizationMemberFactory(factory.django.DjangoModelFactory):
     organization = factory.SubFactory(OrganizationFactory)
     user = factory.SubFactory(UserFactory)
     role = OrganizationMember.Role.MEMBER
+
+
+class ApiTokenFactory(factory.django.DjangoModelFactory):
+    """Issues through the manager, like real code; the plaintext is on ``.plaintext``."""
+
+    class Meta:
+        model = ApiToken
+
+    user = factory.SubFactory(UserFactory)
+    name = factory.Sequence(lambda n: f"token {n}")
+    scopes = factory.LazyFunction(lambda: ["project:read"])
+
+    @classmethod
+    def _create(cls, model_class: type[ApiToken], *args: Any, **kwargs: Any) -> ApiToken:
+        token, plaintext = model_class.objects.issue(**kwargs)
+        token.plaintext = plaintext  # type: ignore[attr-defined]
+        return token

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from project_stats.checks import check_settings
+from project_stats.checks import check_settings, check_throttle_rate
 
 
 def ids(settings) -> list[str]:  # type: ignore[no-untyped-def]
@@ -42,3 +42,20 @@ def test_user_dict_is_never_mutated(settings) -> None:  # type: ignore[no-untype
     assert project_stats_settings.MAX_POINTS == 7
     assert project_stats_settings.ROLLUPS == ((10, 360), (3600, 168), (86400, 90))
     assert user == {"MAX_POINTS": 7}
+
+
+@pytest.mark.parametrize("rate", ["120/min", "5/s", "1000/day", "0/hour", None])
+def test_good_throttle_rates_pass(settings, rate: str | None) -> None:  # type: ignore[no-untyped-def]
+    settings.REST_FRAMEWORK = {"DEFAULT_THROTTLE_RATES": {"project_stats": rate}}
+    assert check_throttle_rate() == []
+
+
+def test_no_throttle_rate_passes(settings) -> None:  # type: ignore[no-untyped-def]
+    settings.REST_FRAMEWORK = {}
+    assert check_throttle_rate() == []
+
+
+@pytest.mark.parametrize("rate", ["lots", "5", "5/week", "-1/min", "5 / min", "/min", 5, ""])
+def test_bad_throttle_rates_are_reported(settings, rate: object) -> None:  # type: ignore[no-untyped-def]
+    settings.REST_FRAMEWORK = {"DEFAULT_THROTTLE_RATES": {"project_stats": rate}}
+    assert [m.id for m in check_throttle_rate()] == ["project_stats.E007"]

@@ -1,0 +1,147 @@
+"""Who may read what: organization membership, then token scopes.
+
+A view checks, in this order:
+
+1. authentication (``HasScope.has_permission``): anonymous -> 401;
+2. the object, looked up together with membership (``get_project_or_404``):
+   unknown or not a member -> the same 404, so slugs cannot be probed;
+3. the scopes (``check_object_permissions`` -> ``HasScope``): -> 403.
+
+::
+
+    class ProjectThingView(APIView):
+        authentication_classes = [BearerTokenAuthentication, SessionAuthentication]
+        permission_classes = [HasScope]
+        required_scopes = PROJECT_READ_SCOPES
+
+        def get(self, request, organization_slug, project_slug):
+            project = get_project_or_404(request.user, organization_slug, project_slug)
+            self.check_object_permissions(request, project)
+            ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
+from django.core.exceptions import ImproperlyConfigured
+from rest_framework.exceptions import NotFound
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from .constants import SCOPES
+from .models import ApiToken, Organization, Project
+
+__all__ = [
+    "NOT_FOUND_MESSAGE",
+    "HasScope",
+    "get_organization_or_404",
+    "get_project_or_404",
+    "request_scopes",
+]
+
+NOT_FOUND_MESSAGE = "The requested resource does not exist"
+_ALL_SCOPES = frozenset(SCOPES)
+# Longest slug a row can hold (both models use SlugField(max_length=50)).
+_MAX_SLUG_LENGTH = 50
+
+UserLike = AbstractBaseUser | AnonymousUser
+
+
+def request_scopes(request: Request) -> frozenset[str]:
+    """The scopes a request acts with.
+
+    A token request has its token's scopes. A user authenticated without a
+    credential object (a browser session) has every scope, limited only by
+    membership. Anything else (anonymous, another authentication class's
+    credential) has none.
+    """
+    auth = request.auth
+    if isinstance(auth, ApiToken):
+        return frozenset(s for s in auth.scopes if isinstance(s, str)) & _ALL_SCOPES
+    if auth is None and request.user.is_authenticated:
+        return _ALL_SCOPES
+    return frozenset()
+
+
+def _can_see(user: UserLike) -> bool:
+    return bool(user.is_authenticated and user.is_active)
+
+
+def _is_superuser(user: UserLike) -> bool:
+    return bool(getattr(user, "is_superuser", False))
+
+
+def _plausible_slug(value: object) -> bool:
+    # Reject what no row can match before it reaches the database: PostgreSQL
+    # refuses NUL characters and unencodable text with an error (a 500).
+    if not isinstance(value, str) or not 0 < len(value) <= _MAX_SLUG_LENGTH or "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def get_project_or_404(user: UserLike, organization_slug: str, project_slug: str) -> Project:
+    """The project ``organization_slug/project_slug`` if ``user`` may see it.
+
+    One query: the slugs and the membership are matched together, so an
+    unknown organization, an unknown project and someone else's project all
+    raise the same ``NotFound``. Superusers see every project; anonymous and
+    inactive users none.
+    """
+    if not (
+        _can_see(user) and _plausible_slug(organization_slug) and _plausible_slug(project_slug)
+    ):
+        raise NotFound(NOT_FOUND_MESSAGE)
+    projects = Project.objects.select_related("organization").filter(
+        organization__slug=organization_slug, slug=project_slug
+    )
+    if not _is_superuser(user):
+        projects = projects.filter(organization__members__user=user.pk)
+    try:
+        return projects.get()
+    except Project.DoesNotExist:
+        raise NotFound(NOT_FOUND_MESSAGE) from None
+
+
+def get_organization_or_404(user: UserLike, organization_slug: str) -> Organization:
+    """The organization ``organization_slug`` if ``user`` may see it; same rules, one query."""
+    if not (_can_see(user) and _plausible_slug(organization_slug)):
+        raise NotFound(NOT_FOUND_MESSAGE)
+    organizations = Organization.objects.filter(slug=organization_slug)
+    if not _is_superuser(user):
+        organizations = organizations.filter(members__user=user.pk)
+    try:
+        return organizations.get()
+    except Organization.DoesNotExist:
+        raise NotFound(NOT_FOUND_MESSAGE) from None
+
+
+class HasScope(BasePermission):
+    """Authenticated, and (per object) holding one of ``view.required_scopes``.
+
+    ``required_scopes`` is a collection of scope names on the view (any one
+    suffices), e.g. ``PROJECT_READ_SCOPES``; a view without one is a
+    programming error, not a silent 403.
+    """
+
+    message = "You do not have permission to perform this action."
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        return bool(request.user and request.user.is_authenticated)
+
+    def has_object_permission(self, request: Request, view: APIView, obj: Any) -> bool:
+        required = getattr(view, "required_scopes", None)
+        if isinstance(required, str) or not isinstance(required, Collection) or not required:
+            raise ImproperlyConfigured(
+                f"{type(view).__name__}.required_scopes must be a non-empty collection "
+                "of scope names."
+            )
+        return not request_scopes(request).isdisjoint(required)

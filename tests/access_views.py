@@ -1,0 +1,25 @@
+"""A minimal endpoint built exactly as the API views use the access layer."""
+
+from __future__ import annotations
+
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from project_stats.authentication import BearerTokenAuthentication
+from project_stats.constants import PROJECT_READ_SCOPES
+from project_stats.permissions import HasScope, get_project_or_404
+from project_stats.throttling import ProjectStatsThrottle
+
+
+class ProjectAccessView(APIView):
+    authentication_classes = [BearerTokenAuthentication, SessionAuthentication]
+    permission_classes = [HasScope]
+    throttle_classes = [ProjectStatsThrottle]
+    required_scopes = PROJECT_READ_SCOPES
+
+    def get(self, request: Request, organization_slug: str, project_slug: str) -> Response:
+        project = get_project_or_404(request.user, organization_slug, project_slug)
+        self.check_object_permissions(request, project)
+        return Response({"project": project.slug})

@@ -1,0 +1,218 @@
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.contrib.admin.models import LogEntry
+from django.db import connection
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from project_stats import tokens
+from project_stats.models import ApiToken, Project
+
+from .conftest import access_url, bearer
+from .factories import ApiTokenFactory, OrganizationMemberFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+CHANGELIST = "admin:project_stats_apitoken_changelist"
+ADD = "admin:project_stats_apitoken_add"
+CHANGE = "admin:project_stats_apitoken_change"
+
+
+def every_stored_value() -> str:
+    """The text of every row of every table: where a leaked secret would show up."""
+    dump = []
+    with connection.cursor() as cursor:
+        for table in connection.introspection.table_names():
+            cursor.execute(f"SELECT * FROM {connection.ops.quote_name(table)}")  # noqa: S608
+            dump.append(repr(cursor.fetchall()))
+    return "\n".join(dump)
+
+
+def add_form(owner: Any, /, **overrides: Any) -> dict[str, Any]:
+    data = {
+        "user": owner.pk,
+        "name": "deploy",
+        "scopes": ["project:read"],
+        "expires_at_0": "",
+        "expires_at_1": "",
+        "_save": "Save",
+    }
+    data.update(overrides)
+    return data
+
+
+def test_changelist_shows_tokens_by_prefix_and_never_the_secret(admin_client: Client) -> None:
+    token = ApiTokenFactory(name="ci", scopes=["org:read", "project:write"])
+    token.record_use()
+    revoked = ApiTokenFactory(name="old")
+    ApiToken.objects.filter(pk=revoked.pk).revoke()
+    response = admin_client.get(reverse(CHANGELIST))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert f"{token.prefix}\u2026" in html
+    assert token.user.username in html
+    assert "org:read project:write" in html
+    assert "revoked" in html and "active" in html
+    for issued in (token, revoked):
+        assert issued.plaintext not in html
+        assert issued.plaintext[tokens.LOOKUP_PREFIX_LENGTH :] not in html
+        assert issued.digest not in html
+
+
+def test_change_page_shows_no_secret_and_no_digest(admin_client: Client) -> None:
+    token = ApiTokenFactory()
+    response = admin_client.get(reverse(CHANGE, args=[token.pk]))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert token.prefix in html
+    assert token.plaintext not in html
+    assert token.plaintext[tokens.LOOKUP_PREFIX_LENGTH :] not in html
+    assert token.digest not in html
+    # The owner is read-only once the token exists.
+    assert 'name="user"' not in html
+    assert 'name="scopes"' in html
+
+
+def test_add_form_renders(admin_client: Client) -> None:
+    response = admin_client.get(reverse(ADD))
+    assert response.status_code == 200
+    html = response.content.decode()
+    for scope in ("org:read", "project:read", "project:write", "project:admin"):
+        assert f'value="{scope}"' in html
+
+
+def test_adding_shows_the_plaintext_once_and_stores_it_nowhere(
+    admin_client: Client, project: Project
+) -> None:
+    owner = OrganizationMemberFactory(organization=project.organization).user
+    response = admin_client.post(reverse(ADD), add_form(owner, scopes=["project:read"]))
+    assert response.status_code == 200
+    token = ApiToken.objects.get()
+    assert (token.user, token.name, token.scopes) == (owner, "deploy", ["project:read"])
+    html = response.content.decode()
+    [plaintext] = [t for t in html.split('"') if tokens.is_well_formed(t)]
+    assert html.count(plaintext) == 1
+    assert token.digest == tokens.digest(plaintext)
+    assert "no-store" in response["Cache-Control"]
+    # Not in a cookie (messages), nor anywhere in the database (sessions, admin log).
+    assert all(plaintext not in morsel.value for morsel in response.cookies.values())
+    assert all(plaintext not in morsel.value for morsel in admin_client.cookies.values())
+    assert plaintext not in every_stored_value()
+    assert token.prefix in every_stored_value()  # the scan does see the row
+    assert all(plaintext not in str(entry) for entry in LogEntry.objects.all())
+    # Gone from every later page.
+    for url in (reverse(CHANGELIST), reverse(CHANGE, args=[token.pk]), reverse(ADD)):
+        assert plaintext not in admin_client.get(url).content.decode()
+    # And it works.
+    api = Client()
+    assert api.get(
+        access_url(project.organization.slug, project.slug), **bearer(plaintext)
+    ).json() == {"project": project.slug}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error"),
+    [
+        ({"scopes": []}, "This field is required."),
+        ({"scopes": ["project:delete"]}, "Select a valid choice."),
+        ({"user": ""}, "This field is required."),
+        ({"name": "x" * 101}, "at most 100 characters"),
+        ({"expires_at_0": "2000-01-01", "expires_at_1": "00:00:00"}, "must expire in the future"),
+    ],
+)
+def test_add_refuses_bad_input(admin_client: Client, overrides: dict[str, Any], error: str) -> None:
+    response = admin_client.post(reverse(ADD), add_form(UserFactory(), **overrides))
+    assert response.status_code == 200
+    assert error in response.content.decode()
+    assert not ApiToken.objects.exists()
+
+
+def test_add_with_an_expiry(admin_client: Client) -> None:
+    when = timezone.now() + timedelta(days=3)
+    data = add_form(
+        UserFactory(),
+        scopes=["project:admin", "org:read"],
+        expires_at_0=when.strftime("%Y-%m-%d"),
+        expires_at_1=when.strftime("%H:%M:%S"),
+    )
+    assert admin_client.post(reverse(ADD), data).status_code == 200
+    token = ApiToken.objects.get()
+    assert token.scopes == ["org:read", "project:admin"]
+    assert token.expires_at == when.replace(microsecond=0)
+
+
+def test_editing_keeps_the_secret_and_the_owner(admin_client: Client) -> None:
+    token = ApiTokenFactory(scopes=["project:read"])
+    data = {
+        "name": "renamed",
+        "scopes": ["project:write"],
+        "expires_at_0": "",
+        "expires_at_1": "",
+        "user": UserFactory().pk,  # ignored: read-only
+        "_save": "Save",
+    }
+    response = admin_client.post(reverse(CHANGE, args=[token.pk]), data)
+    assert response.status_code == 302
+    edited = ApiToken.objects.get()
+    assert (edited.name, edited.scopes) == ("renamed", ["project:write"])
+    assert (edited.user_id, edited.digest, edited.prefix) == (
+        token.user_id,
+        token.digest,
+        token.prefix,
+    )
+
+
+def test_revoke_action(admin_client: Client, project: Project) -> None:
+    member = OrganizationMemberFactory(organization=project.organization).user
+    doomed = ApiTokenFactory(user=member)
+    kept = ApiTokenFactory(user=member)
+    url = access_url(project.organization.slug, project.slug)
+    assert Client().get(url, **bearer(doomed)).status_code == 200
+
+    response = admin_client.post(
+        reverse(CHANGELIST),
+        {"action": "revoke_selected", "_selected_action": [doomed.pk]},
+        follow=True,
+    )
+    assert "Revoked 1 token(s)." in response.content.decode()
+    doomed.refresh_from_db()
+    kept.refresh_from_db()
+    assert doomed.revoked_at is not None and kept.revoked_at is None
+    assert Client().get(url, **bearer(doomed)).status_code == 401
+    assert Client().get(url, **bearer(kept)).status_code == 200
+
+
+def test_deleting_also_revokes(admin_client: Client, project: Project) -> None:
+    member = OrganizationMemberFactory(organization=project.organization).user
+    token = ApiTokenFactory(user=member)
+    response = admin_client.post(
+        reverse("admin:project_stats_apitoken_delete", args=[token.pk]), {"post": "yes"}
+    )
+    assert response.status_code == 302
+    url = access_url(project.organization.slug, project.slug)
+    assert Client().get(url, **bearer(token)).status_code == 401
+
+
+def test_search_by_pasted_token_or_prefix(admin_client: Client) -> None:
+    wanted, other = ApiTokenFactory(), ApiTokenFactory()
+    for term in (wanted.plaintext, wanted.prefix):
+        response = admin_client.get(reverse(CHANGELIST), {"q": term})
+        results = list(response.context["cl"].result_list)
+        assert results == [wanted], term
+    assert other not in results
+
+
+def test_status_filter(admin_client: Client) -> None:
+    active = ApiTokenFactory()
+    expired = ApiTokenFactory()
+    ApiToken.objects.filter(pk=expired.pk).update(expires_at=timezone.now())
+    revoked = ApiTokenFactory()
+    ApiToken.objects.filter(pk=revoked.pk).revoke()
+    for status, expected in (("active", active), ("expired", expired), ("revoked", revoked)):
+        response = admin_client.get(reverse(CHANGELIST), {"status": status})
+        assert list(response.context["cl"].result_list) == [expected]
