@@ -23,6 +23,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "project_stats",
 ]
 
@@ -82,6 +83,10 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "project-stats API",
     "DESCRIPTION": "Sentry-compatible event counts for projects.",
     "VERSION": "0",
+    # Swagger UI from the installed sidecar package: nothing loads from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 PROJECT_STATS: dict[str, object] = {}

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 
 from . import tokens
@@ -48,6 +48,61 @@ class Project(models.Model):
 
     def __str__(self) -> str:
         return f"{self.organization.slug}/{self.slug}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """Save; a changed slug leaves a redirect from the old one behind."""
+        with transaction.atomic(using=kwargs.get("using")):
+            previous = (
+                Project.objects.filter(pk=self.pk).values_list("organization_id", "slug").first()
+                if self.pk is not None
+                else None
+            )
+            super().save(*args, **kwargs)
+            if previous == (self.organization_id, self.slug):
+                return
+            # A live project's slug always wins over a redirect from it.
+            ProjectRedirect.objects.filter(
+                organization_id=self.organization_id, redirect_slug=self.slug
+            ).delete()
+            if previous is not None and previous[0] == self.organization_id:
+                ProjectRedirect.objects.update_or_create(
+                    organization_id=self.organization_id,
+                    redirect_slug=previous[1],
+                    defaults={"project": self},
+                )
+
+
+class ProjectRedirectQuerySet(models.QuerySet["ProjectRedirect"]):
+    def target(self, organization_slug: str, redirect_slug: str) -> Project | None:
+        """The project that used to be ``organization_slug/redirect_slug``, if any."""
+        redirect = (
+            self.filter(organization__slug=organization_slug, redirect_slug=redirect_slug)
+            .select_related("project")
+            .first()
+        )
+        return redirect.project if redirect is not None else None
+
+
+class ProjectRedirect(models.Model):
+    """An old slug of a renamed project, so old URLs keep working."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    redirect_slug = models.SlugField(max_length=50)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="redirects")
+    date_added = models.DateTimeField(auto_now_add=True)
+
+    objects = ProjectRedirectQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "redirect_slug"],
+                name="project_stats_redirect_org_slug_uniq",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.redirect_slug} -> {self.project_id}"
 
 
 class OrganizationMember(models.Model):

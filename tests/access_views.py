@@ -18,6 +18,7 @@ class ProjectAccessView(APIView):
     permission_classes = [HasScope]
     throttle_classes = [ProjectStatsThrottle]
     required_scopes = PROJECT_READ_SCOPES
+    schema = None  # a test fixture, not part of the API description
 
     def get(self, request: Request, organization_slug: str, project_slug: str) -> Response:
         project = get_project_or_404(request.user, organization_slug, project_slug)

@@ -1,5 +1,6 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from .access_views import ProjectAccessView
 
@@ -10,4 +11,9 @@ urlpatterns = [
         ProjectAccessView.as_view(),
         name="test-access-project",
     ),
+    path("api/0/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path(
+        "api/0/schema/swagger/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger"
+    ),
+    path("api/0/", include("project_stats.urls")),
 ]

@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
-from django.db.models import Model
+from django.db.models import Model, QuerySet
 from django.utils import timezone
 
 from ..conf import project_stats_settings
@@ -24,8 +24,11 @@ from .rollups import TimeLike, bucket_start, optimal_rollup, point_count, series
 __all__ = [
     "Increment",
     "QueryError",
+    "environment_exists",
     "get_optimal_rollup",
     "get_range",
+    "get_range_by_project",
+    "get_range_total",
     "get_rollups",
     "incr",
     "incr_many",
@@ -153,6 +156,16 @@ def incr_many(
     return len(rows)
 
 
+def environment_exists(organization: ProjectLike, environment: str) -> bool:
+    """Whether counts were ever recorded for ``environment`` in the organization.
+
+    ``organization`` is an ``Organization`` or its primary key.
+    """
+    if not isinstance(environment, str) or not 0 < len(environment) <= MAX_ENVIRONMENT_LENGTH:
+        return False
+    return database.environment_recorded(_project_id(organization), environment)
+
+
 def get_optimal_rollup(start: TimeLike, end: TimeLike, *, now: TimeLike | None = None) -> int:
     """The finest rollup whose span covers ``end - start`` and whose retention covers ``end``.
 
@@ -160,6 +173,27 @@ def get_optimal_rollup(start: TimeLike, end: TimeLike, *, now: TimeLike | None =
     when none qualifies.
     """
     return optimal_rollup(get_rollups(), start, end, timezone.now() if now is None else now)
+
+
+def _plan(
+    stat: str | int,
+    start: TimeLike,
+    end: TimeLike,
+    rollup: int | None,
+    environment: str | None,
+    now: TimeLike | None,
+) -> tuple[int, str, int, list[int]]:
+    """Validate a read: ``(stat code, environment, rollup, bucket starts)``."""
+    code = stat_code(stat)
+    env = _environment(environment)
+    if rollup is None:
+        rollup = get_optimal_rollup(start, end, now=now)
+    _check_rollup(rollup)
+    points = point_count(start, end, rollup)
+    limit = project_stats_settings.MAX_POINTS
+    if points > limit:
+        raise QueryError(f"the series would have {points} points; the limit is {limit}")
+    return code, env, rollup, series(start, end, rollup)
 
 
 def get_range(
@@ -180,17 +214,60 @@ def get_range(
     :func:`get_optimal_rollup`. ``QueryError`` when the rollup is not
     configured or the series would exceed ``MAX_POINTS``. One query.
     """
-    code = stat_code(stat)
-    env = _environment(environment)
-    if rollup is None:
-        rollup = get_optimal_rollup(start, end, now=now)
-    _check_rollup(rollup)
-    points = point_count(start, end, rollup)
-    limit = project_stats_settings.MAX_POINTS
-    if points > limit:
-        raise QueryError(f"the series would have {points} points; the limit is {limit}")
-    buckets = series(start, end, rollup)
+    code, env, rollup, buckets = _plan(stat, start, end, rollup, environment, now)
     if not buckets:
         return []
     stored = database.read_buckets(_project_id(project), code, env, rollup, buckets[0], buckets[-1])
     return [(epoch, stored.get(epoch, 0)) for epoch in buckets]
+
+
+def get_range_total(
+    projects: QuerySet[Any] | Iterable[ProjectLike],
+    stat: str | int,
+    start: TimeLike,
+    end: TimeLike,
+    *,
+    rollup: int | None = None,
+    environment: str | None = None,
+    now: TimeLike | None = None,
+) -> list[tuple[int, int]]:
+    """The series of :func:`get_range` summed over ``projects``, in one query.
+
+    ``projects`` is a ``Project`` queryset (used as a subquery) or an
+    iterable of projects or primary keys.
+    """
+    code, env, rollup, buckets = _plan(stat, start, end, rollup, environment, now)
+    if not buckets:
+        return []
+    stored = database.read_buckets_summed(
+        _project_ids(projects), code, env, rollup, buckets[0], buckets[-1]
+    )
+    return [(epoch, stored.get(epoch, 0)) for epoch in buckets]
+
+
+def get_range_by_project(
+    projects: Iterable[ProjectLike],
+    stat: str | int,
+    start: TimeLike,
+    end: TimeLike,
+    *,
+    rollup: int | None = None,
+    environment: str | None = None,
+    now: TimeLike | None = None,
+) -> dict[int, list[tuple[int, int]]]:
+    """:func:`get_range` for each project, keyed by primary key, in one query.
+
+    Every project given gets a zero-filled series, with or without data.
+    """
+    ids = [_project_id(p) for p in projects]
+    code, env, rollup, buckets = _plan(stat, start, end, rollup, environment, now)
+    if not buckets or not ids:
+        return {pk: [] for pk in ids}
+    stored = database.read_buckets_by_project(ids, code, env, rollup, buckets[0], buckets[-1])
+    return {pk: [(epoch, stored.get((pk, epoch), 0)) for epoch in buckets] for pk in ids}
+
+
+def _project_ids(projects: QuerySet[Any] | Iterable[ProjectLike]) -> QuerySet[Any] | list[int]:
+    if isinstance(projects, QuerySet):
+        return projects.values("pk")
+    return [_project_id(p) for p in projects]

@@ -12,7 +12,7 @@ from typing import Any, cast
 
 from django.db import connections, router, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import Field
+from django.db.models import Field, QuerySet, Sum
 
 from ..models import EventCount
 from .rollups import epoch_to_datetime
@@ -110,16 +110,64 @@ def _upsert_values(
         )
 
 
-def read_buckets(
-    project_id: int, stat: int, environment: str, rollup: int, first: int, last: int
-) -> dict[int, int]:
-    """Stored counts of one series for bucket starts ``first..last`` (inclusive)."""
-    rows = EventCount.objects.filter(
-        project_id=project_id,
+def _buckets(
+    stat: int, environment: str, rollup: int, first: int, last: int
+) -> QuerySet[EventCount]:
+    return EventCount.objects.filter(
         stat=stat,
         rollup=rollup,
         environment=environment,
         timestamp__gte=epoch_to_datetime(first),
         timestamp__lte=epoch_to_datetime(last),
-    ).values_list("timestamp", "count")
+    )
+
+
+def read_buckets(
+    project_id: int, stat: int, environment: str, rollup: int, first: int, last: int
+) -> dict[int, int]:
+    """Stored counts of one series for bucket starts ``first..last`` (inclusive)."""
+    rows = (
+        _buckets(stat, environment, rollup, first, last)
+        .filter(project_id=project_id)
+        .values_list("timestamp", "count")
+    )
     return {int(timestamp.timestamp()): count for timestamp, count in rows}
+
+
+def read_buckets_summed(
+    project_ids: QuerySet[Any] | Sequence[int],
+    stat: int,
+    environment: str,
+    rollup: int,
+    first: int,
+    last: int,
+) -> dict[int, int]:
+    """Counts of many projects' series summed per bucket, in the database."""
+    rows = (
+        _buckets(stat, environment, rollup, first, last)
+        .filter(project_id__in=project_ids)
+        .values("timestamp")
+        .annotate(total=Sum("count"))
+        .values_list("timestamp", "total")
+        .order_by()
+    )
+    return {int(timestamp.timestamp()): int(total) for timestamp, total in rows}
+
+
+def read_buckets_by_project(
+    project_ids: Sequence[int], stat: int, environment: str, rollup: int, first: int, last: int
+) -> dict[tuple[int, int], int]:
+    """Counts of many projects' series, keyed by ``(project_id, bucket_start)``."""
+    rows = (
+        _buckets(stat, environment, rollup, first, last)
+        .filter(project_id__in=project_ids)
+        .values_list("project_id", "timestamp", "count")
+    )
+    return {(pk, int(timestamp.timestamp())): count for pk, timestamp, count in rows}
+
+
+def environment_recorded(organization_id: int, environment: str) -> bool:
+    """Whether any project of the organization has counts for ``environment``."""
+    return EventCount.objects.filter(
+        project__organization_id=organization_id, environment=environment
+    ).exists()

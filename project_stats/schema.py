@@ -1,0 +1,130 @@
+"""OpenAPI description of the endpoints (drf-spectacular).
+
+Parameter enums are built when the schema is generated, from the settings
+in force then, not at import time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+
+from .conf import project_stats_settings
+from .constants import DEFAULT_STAT, STAT_CODES
+from .tsdb.rollups import format_resolution
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"detail": {"type": "string"}},
+    "required": ["detail"],
+}
+
+
+def _error(description: str) -> OpenApiResponse:
+    return OpenApiResponse(response=ERROR_SCHEMA, description=description)
+
+
+def series_schema() -> dict[str, Any]:
+    timestamp_type = "number" if project_stats_settings.TIMESTAMP_FORMAT == "float" else "integer"
+    return {
+        "type": "array",
+        "items": {
+            "type": "array",
+            "items": {"type": timestamp_type},
+            "minItems": 2,
+            "maxItems": 2,
+        },
+    }
+
+
+class BearerTokenScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
+    target_class = "project_stats.authentication.BearerTokenAuthentication"
+    name = "auth_token"
+
+    def get_security_definition(self, auto_schema: AutoSchema) -> dict[str, str]:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API token: `Authorization: Bearer <token>`.",
+        }
+
+    def get_security_requirement(self, auto_schema: AutoSchema) -> dict[str, list[str]]:
+        scopes = getattr(auto_schema.view, "required_scopes", ())
+        return {self.name: sorted(scopes)}
+
+
+class StatsSchema(AutoSchema):
+    """The query parameters shared by the stats endpoints."""
+
+    def get_override_parameters(self) -> list[Any]:
+        resolutions = [format_resolution(r) for r, _ in project_stats_settings.ROLLUPS]
+        return [
+            OpenApiParameter(
+                "stat",
+                OpenApiTypes.STR,
+                enum=sorted(STAT_CODES),
+                default=DEFAULT_STAT,
+                description="The name of the stat to query.",
+            ),
+            OpenApiParameter(
+                "since",
+                OpenApiTypes.DOUBLE,
+                description="Start of the range: seconds since the UNIX epoch "
+                "(ISO 8601 is accepted too). Default: `until` minus 86399 seconds.",
+            ),
+            OpenApiParameter(
+                "until",
+                OpenApiTypes.DOUBLE,
+                description="End of the range: seconds since the UNIX epoch "
+                "(ISO 8601 is accepted too). Default: now.",
+            ),
+            OpenApiParameter(
+                "resolution",
+                OpenApiTypes.STR,
+                enum=resolutions,
+                description="An explicit time-series resolution. Default: the finest "
+                "that spans the range and still holds data for it.",
+            ),
+            OpenApiParameter(
+                "environment",
+                OpenApiTypes.STR,
+                description="Only with `stat=generated`: that environment's counts. "
+                "An environment never recorded in the organization answers 404.",
+            ),
+        ]
+
+    def get_response_serializers(self) -> Any:  # a status -> response mapping
+        return {
+            200: OpenApiResponse(
+                response=series_schema(),
+                description="`[timestamp, count]` points, ascending and zero-filled.",
+                examples=[
+                    OpenApiExample(
+                        "ProjectEventCounts",
+                        value=[[1541455200, 1184], [1541458800, 1410], [1541462400, 1440]],
+                    )
+                ],
+            ),
+            400: _error("Bad query parameter"),
+            401: _error("Missing or bad credentials"),
+            403: _error("The token lacks a reading scope"),
+            404: _error("Unknown organization or project, or not a member"),
+            405: _error("Method not allowed"),
+            429: _error("Throttled"),
+        }
+
+
+project_stats_schema = extend_schema(
+    operation_id="listProjectStats",
+    summary="Retrieve Event Counts for a Project",
+    description=(
+        "Return a set of points representing a normalized timestamp and the number of "
+        "events seen in the period. Query ranges are limited to the configured "
+        "time-series resolutions."
+    ),
+    tags=["Projects"],
+)

@@ -1,0 +1,185 @@
+"""Query-parameter parsing for the stats endpoints, and output shaping.
+
+Errors come out in Sentry's order (stat, environment, resolution, until,
+since, then the range as a whole) as a single ``{"detail": "..."}`` message.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, NoReturn
+
+from django.utils import timezone
+from rest_framework import serializers
+from rest_framework.exceptions import NotFound, ParseError
+
+from . import tsdb
+from .conf import project_stats_settings
+from .constants import DEFAULT_STAT, ENVIRONMENT_STATS, STAT_CODES
+from .tsdb.rollups import format_resolution, parse_resolution, point_count, to_datetime
+
+# Sentry's default window: one day minus one second, i.e. 24 hourly points.
+DEFAULT_WINDOW = timedelta(seconds=86399)
+NOT_FOUND = "The requested resource does not exist"
+
+
+class InvalidQuery(ParseError):
+    """400 with ``{"detail": message}``."""
+
+    default_detail = "Invalid query"
+
+
+class TimestampField(serializers.Field):  # type: ignore[type-arg]
+    """Seconds since the UNIX epoch as Python's ``float`` reads them, or ISO 8601.
+
+    Naive ISO 8601 datetimes are taken as UTC.
+    """
+
+    default_error_messages = {
+        "invalid": "{name} must be a numeric timestamp",
+        "not_finite": "{name} must be a finite number of seconds since the UNIX epoch",
+        "range": "{name} is out of range: give seconds since the UNIX epoch "
+        "(milliseconds are too large)",
+    }
+
+    def __init__(self, *, invalid_message: str | None = None, **kwargs: Any) -> None:
+        self.invalid_message = invalid_message
+        super().__init__(**kwargs)
+
+    def _fail(self, key: str) -> NoReturn:
+        if key == "invalid" and self.invalid_message:
+            raise serializers.ValidationError(self.invalid_message, code=key)
+        self.fail(key, name=self.field_name)
+        raise AssertionError  # pragma: no cover  (fail() always raises)
+
+    def to_internal_value(self, data: Any) -> datetime:
+        if isinstance(data, bool) or not isinstance(data, str | int | float):
+            self._fail("invalid")
+        try:
+            seconds = float(data)
+        except (TypeError, ValueError):
+            return self._parse_iso(str(data))
+        if not math.isfinite(seconds):
+            self._fail("not_finite")
+        try:
+            return to_datetime(seconds)
+        except (ValueError, OverflowError):
+            self._fail("range")
+
+    def _parse_iso(self, text: str) -> datetime:
+        try:
+            value = datetime.fromisoformat(text.strip())
+        except ValueError:
+            self._fail("invalid")
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        try:
+            return to_datetime(value)  # also rejects offsets past datetime's range
+        except (ValueError, OverflowError):
+            self._fail("range")
+
+    def to_representation(self, value: datetime) -> float:
+        return value.timestamp()
+
+
+class ResolutionField(serializers.Field):  # type: ignore[type-arg]
+    """A configured rollup spelled as an integer and a unit: ``10s``, ``60m``, ``1h``, ``1d``."""
+
+    default_error_messages = {"invalid": "Invalid resolution"}
+
+    def to_internal_value(self, data: Any) -> int:
+        try:
+            seconds = parse_resolution(data)
+        except ValueError:
+            self.fail("invalid")
+        if seconds not in {rollup for rollup, _ in project_stats_settings.ROLLUPS}:
+            self.fail("invalid")
+        return seconds
+
+    def to_representation(self, value: int) -> str:
+        return format_resolution(value)
+
+
+class StatField(serializers.Field):  # type: ignore[type-arg]
+    default_error_messages = {"invalid": "Invalid stat: {value}"}
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str) or data not in STAT_CODES:
+            self.fail("invalid", value=data)
+        return str(data)
+
+    def to_representation(self, value: str) -> str:
+        return value
+
+
+class StatsQuerySerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """``stat``, ``since``, ``until``, ``resolution``, ``environment``.
+
+    Validated data holds ``stat``, ``environment`` (or ``None``), ``start`` and
+    ``end`` (aware UTC datetimes) and ``rollup`` (seconds). Context: ``now``.
+    """
+
+    # The order errors are reported in; "environment" stands for its 404.
+    ERROR_ORDER = ("stat", "environment", "resolution", "until", "since", "non_field_errors")
+
+    stat = StatField(required=False, default=DEFAULT_STAT)
+    since = TimestampField(required=False, invalid_message="since must be a numeric timestamp")
+    until = TimestampField(required=False, invalid_message="until must be a numeric timestamp.")
+    resolution = ResolutionField(required=False)
+    # Longer names are never recorded, so they take the unknown environment's 404.
+    environment = serializers.CharField(required=False, trim_whitespace=False)
+
+    def __init__(self, *, data: Mapping[str, Any], **kwargs: Any) -> None:
+        # An empty parameter means the same as an absent one; the last value wins.
+        cleaned = {key: data.get(key) for key in data if data.get(key) not in ("", None)}
+        super().__init__(data=cleaned, **kwargs)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        now = self.context.get("now") or timezone.now()
+        end = attrs.pop("until", None) or now
+        start = attrs.pop("since", None) or end - DEFAULT_WINDOW
+        if start > end:
+            raise serializers.ValidationError("start must be before or equal to end")
+        rollup = attrs.pop("resolution", None) or tsdb.get_optimal_rollup(start, end, now=now)
+        points = point_count(start, end, rollup)
+        limit = project_stats_settings.MAX_POINTS
+        if points > limit:
+            raise serializers.ValidationError(
+                f"The query would return {points} points at resolution "
+                f"{format_resolution(rollup)}; the limit is {limit} (MAX_POINTS). "
+                "Narrow since/until or choose a coarser resolution."
+            )
+        if attrs["stat"] not in ENVIRONMENT_STATS:
+            attrs.pop("environment", None)
+        attrs.setdefault("environment", None)
+        attrs.update(start=start, end=end, rollup=rollup)
+        return attrs
+
+    def query(self, *, environment_exists: Callable[[str], bool]) -> dict[str, Any]:
+        """The validated query, or the first error in Sentry's order as an APIException."""
+        valid = self.is_valid()
+        errors = {} if valid else self.errors
+        stat = self.initial_data.get("stat", DEFAULT_STAT)
+        environment = self.initial_data.get("environment")
+        for name in self.ERROR_ORDER:
+            if name == "environment":
+                if (
+                    "stat" not in errors
+                    and stat in ENVIRONMENT_STATS
+                    and isinstance(environment, str)
+                    and not environment_exists(environment)
+                ):
+                    raise NotFound(NOT_FOUND)
+            elif name in errors:
+                messages = errors[name]
+                raise InvalidQuery(str(messages[0] if isinstance(messages, list) else messages))
+        return dict(self.validated_data)
+
+
+def render_series(points: list[tuple[int, int]]) -> list[list[int | float]]:
+    """``[timestamp, count]`` pairs with timestamps as ``TIMESTAMP_FORMAT`` says."""
+    if project_stats_settings.TIMESTAMP_FORMAT == "float":
+        return [[float(timestamp), count] for timestamp, count in points]
+    return [[timestamp, count] for timestamp, count in points]

@@ -1,0 +1,13 @@
+from django.urls import path
+
+from . import views
+
+app_name = "project_stats"
+
+urlpatterns = [
+    path(
+        "projects/<str:organization_slug>/<str:project_slug>/stats/",
+        views.ProjectStatsView.as_view(),
+        name="project-stats",
+    ),
+]

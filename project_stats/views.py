@@ -1,0 +1,104 @@
+"""HTTP endpoints: validate the query, ask ``tsdb``, shape the answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.urls import reverse
+from django.utils import timezone
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.exceptions import MethodNotAllowed, NotFound
+from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from . import tsdb
+from .authentication import BearerTokenAuthentication
+from .constants import PROJECT_READ_SCOPES
+from .models import Project, ProjectRedirect
+from .permissions import HasScope, get_project_or_404
+from .schema import StatsSchema, project_stats_schema
+from .serializers import StatsQuerySerializer, render_series
+from .throttling import ProjectStatsThrottle
+
+
+class StatsEndpoint(APIView):
+    """Shared behaviour of the stats endpoints.
+
+    Unknown methods answer 405 before authentication; ``OPTIONS`` answers
+    without credentials, as a CORS preflight must.
+    """
+
+    authentication_classes = [BearerTokenAuthentication, SessionAuthentication]
+    permission_classes = [HasScope]
+    throttle_classes = [ProjectStatsThrottle]
+    renderer_classes = [JSONRenderer, BrowsableAPIRenderer]
+    required_scopes = PROJECT_READ_SCOPES
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        method = (request.method or "").lower()
+        if method not in self.http_method_names or not hasattr(self, method):
+            raise MethodNotAllowed(request.method or "")
+        super().initial(request, *args, **kwargs)
+
+    def perform_authentication(self, request: Request) -> None:
+        if request.method != "OPTIONS":
+            super().perform_authentication(request)
+
+    def check_permissions(self, request: Request) -> None:
+        if request.method != "OPTIONS":
+            super().check_permissions(request)
+
+
+class ProjectStatsView(StatsEndpoint):
+    """Event counts of one project as ``[timestamp, count]`` points.
+
+    Query parameters: ``stat`` (default ``received``), ``since``, ``until``
+    (epoch seconds or ISO 8601; default the last 24 hours), ``resolution``
+    (``10s``, ``1h``, ``1d``; default chosen from the range) and, for
+    ``stat=generated``, ``environment``.
+    """
+
+    schema = StatsSchema()
+
+    @project_stats_schema
+    def get(self, request: Request, organization_slug: str, project_slug: str) -> Response:
+        try:
+            project = get_project_or_404(request.user, organization_slug, project_slug)
+        except NotFound:
+            return self._redirect_renamed(request, organization_slug, project_slug)
+        self.check_object_permissions(request, project)
+        now = timezone.now()
+        query = StatsQuerySerializer(data=request.query_params, context={"now": now}).query(
+            environment_exists=lambda env: tsdb.environment_exists(project.organization_id, env)
+        )
+        points = tsdb.get_range(
+            project,
+            query["stat"],
+            query["start"],
+            query["end"],
+            rollup=query["rollup"],
+            environment=query["environment"],
+            now=now,
+        )
+        return Response(render_series(points))
+
+    def _redirect_renamed(
+        self, request: Request, organization_slug: str, project_slug: str
+    ) -> Response:
+        """302 to a renamed project's current path, after the same access checks."""
+        target: Project | None = ProjectRedirect.objects.target(organization_slug, project_slug)
+        if target is None:
+            raise NotFound("The requested resource does not exist")
+        project = get_project_or_404(request.user, organization_slug, target.slug)
+        self.check_object_permissions(request, project)
+        match = request.resolver_match
+        view_name = match.view_name if match is not None else "project_stats:project-stats"
+        location = reverse(
+            view_name,
+            kwargs={"organization_slug": organization_slug, "project_slug": project.slug},
+        )
+        if request.META.get("QUERY_STRING"):
+            location += "?" + request.META["QUERY_STRING"]
+        return Response(status=302, headers={"Location": location})
