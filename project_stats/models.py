@@ -75,6 +75,8 @@ class Project(models.Model):
 class ProjectRedirectQuerySet(models.QuerySet["ProjectRedirect"]):
     def target(self, organization_slug: str, redirect_slug: str) -> Project | None:
         """The project that used to be ``organization_slug/redirect_slug``, if any."""
+        if "\x00" in organization_slug + redirect_slug:
+            return None  # no row can hold it, and PostgreSQL refuses to compare it
         redirect = (
             self.filter(organization__slug=organization_slug, redirect_slug=redirect_slug)
             .select_related("project")

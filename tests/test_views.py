@@ -392,3 +392,25 @@ def test_swagger_ui_is_served_without_a_cdn(client: Client) -> None:
     html = response.content.decode()
     assert "swagger-ui" in html
     assert "cdn" not in html.lower() and "https://" not in html
+
+
+@pytest.mark.parametrize(
+    ("path_slug", "params"),
+    [
+        ("nul\x00", {}),
+        (None, {"stat": "generated", "environment": "prod\x00"}),
+        (None, {"stat": "nul\x00"}),
+        (None, {"since": "1\x00"}),
+        (None, {"resolution": "\x001h"}),
+        (None, {"environment": "x" * 10_000, "stat": "generated"}),
+        ("\u00e9\U0001f600", {}),
+    ],
+)
+def test_junk_in_path_or_query_is_a_4xx_not_a_500(
+    get: Get, project: Project, path_slug: str | None, params: dict[str, str]
+) -> None:
+    project.slug, old = "renamed", project.slug
+    project.save()  # so the redirect lookup runs too
+    response = get(url(project, slug=path_slug or old) if path_slug else url(project), params)
+    assert response.status_code in (400, 404)
+    assert isinstance(response.json()["detail"], str)

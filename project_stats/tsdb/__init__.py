@@ -72,6 +72,9 @@ def _environment(environment: str | None) -> str:
         raise ValueError(f"environment must be a string, not {environment!r}")
     if len(environment) > MAX_ENVIRONMENT_LENGTH:
         raise ValueError(f"environment longer than {MAX_ENVIRONMENT_LENGTH} characters")
+    if "\x00" in environment:
+        # PostgreSQL cannot store NUL in text; refuse it on every database alike.
+        raise ValueError("environment must not contain NUL characters")
     return environment
 
 
@@ -161,9 +164,11 @@ def environment_exists(organization: ProjectLike, environment: str) -> bool:
 
     ``organization`` is an ``Organization`` or its primary key.
     """
-    if not isinstance(environment, str) or not 0 < len(environment) <= MAX_ENVIRONMENT_LENGTH:
-        return False
-    return database.environment_recorded(_project_id(organization), environment)
+    try:
+        env = _environment(environment)
+    except ValueError:
+        return False  # never storable, so never recorded
+    return bool(env) and database.environment_recorded(_project_id(organization), env)
 
 
 def get_optimal_rollup(start: TimeLike, end: TimeLike, *, now: TimeLike | None = None) -> int:
