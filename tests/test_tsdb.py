@@ -77,6 +77,7 @@ def test_incr_restricted_to_some_rollups(project: Project, now: datetime) -> Non
         {"count": True},
         {"rollups": [60]},
         {"environment": "x" * 65},
+        {"environment": "nul\x00"},
         {"timestamp": datetime(2024, 1, 1)},  # noqa: DTZ001 - naive on purpose
         {"timestamp": float("nan")},
     ],
