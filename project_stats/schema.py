@@ -11,10 +11,17 @@ from typing import Any
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
 
 from .conf import project_stats_settings
 from .constants import DEFAULT_STAT, STAT_CODES
+from .serializers import ProjectSerializer
 from .tsdb.rollups import format_resolution
 
 ERROR_SCHEMA: dict[str, Any] = {
@@ -117,6 +124,70 @@ class StatsSchema(AutoSchema):
             429: _error("Throttled"),
         }
 
+
+class OrganizationStatsSchema(StatsSchema):
+    """Adds ``group`` and ``projectID``; a per-project object when grouped by project."""
+
+    def get_override_parameters(self) -> list[Any]:
+        return [
+            *super().get_override_parameters(),
+            OpenApiParameter(
+                "group",
+                OpenApiTypes.STR,
+                enum=["organization", "project"],
+                default="organization",
+                description="`organization`: one series summed over the projects; "
+                "`project`: an object of series keyed by project id.",
+            ),
+            OpenApiParameter(
+                "projectID",
+                OpenApiTypes.INT,
+                many=True,
+                explode=True,
+                description="Restrict to these projects (repeatable); ids of other "
+                "organizations' projects match nothing.",
+            ),
+        ]
+
+    def get_response_serializers(self) -> Any:
+        responses = super().get_response_serializers()
+        series = series_schema()
+        responses[200] = OpenApiResponse(
+            response={
+                "oneOf": [
+                    series,
+                    {"type": "object", "additionalProperties": series},
+                ]
+            },
+            description="`group=organization`: one series; `group=project`: "
+            "`{project_id: series}` for every selected project.",
+        )
+        responses[404] = _error("Unknown organization, or not a member")
+        return responses
+
+
+organization_projects_schema = extend_schema_view(
+    get=extend_schema(
+        operation_id="listOrganizationProjects",
+        summary="List an Organization's Projects",
+        tags=["Organizations"],
+        responses={
+            200: ProjectSerializer(many=True),
+            400: _error("Bad filter or cursor"),
+            401: _error("Missing or bad credentials"),
+            403: _error("The token lacks a reading scope"),
+            404: _error("Unknown organization, or not a member"),
+        },
+    )
+)
+
+organization_stats_schema = extend_schema(
+    operation_id="retrieveOrganizationStats",
+    summary="Retrieve Event Counts for an Organization",
+    description="The project endpoint's series for a whole organization, summed in the "
+    "database, or one series per project with `group=project`.",
+    tags=["Organizations"],
+)
 
 project_stats_schema = extend_schema(
     operation_id="listProjectStats",

@@ -18,6 +18,7 @@ from rest_framework.exceptions import NotFound, ParseError
 from . import tsdb
 from .conf import project_stats_settings
 from .constants import DEFAULT_STAT, ENVIRONMENT_STATS, STAT_CODES
+from .models import Organization, Project
 from .tsdb.rollups import format_resolution, parse_resolution, point_count, to_datetime
 
 # Sentry's default window: one day minus one second, i.e. 24 hourly points.
@@ -122,7 +123,14 @@ class StatsQuerySerializer(serializers.Serializer):  # type: ignore[type-arg]
     """
 
     # The order errors are reported in; "environment" stands for its 404.
-    ERROR_ORDER = ("stat", "environment", "resolution", "until", "since", "non_field_errors")
+    ERROR_ORDER: tuple[str, ...] = (
+        "stat",
+        "environment",
+        "resolution",
+        "until",
+        "since",
+        "non_field_errors",
+    )
 
     stat = StatField(required=False, default=DEFAULT_STAT)
     since = TimestampField(required=False, invalid_message="since must be a numeric timestamp")
@@ -176,6 +184,42 @@ class StatsQuerySerializer(serializers.Serializer):  # type: ignore[type-arg]
                 messages = errors[name]
                 raise InvalidQuery(str(messages[0] if isinstance(messages, list) else messages))
         return dict(self.validated_data)
+
+
+class OrganizationStatsQuerySerializer(StatsQuerySerializer):
+    """The project query plus ``group``: ``organization`` (default) or ``project``."""
+
+    ERROR_ORDER = (*StatsQuerySerializer.ERROR_ORDER[:-1], "group", "non_field_errors")
+    GROUPS = ("organization", "project")
+
+    group = serializers.CharField(required=False, default="organization")
+
+    def validate_group(self, value: str) -> str:
+        if value not in self.GROUPS:
+            raise serializers.ValidationError(
+                f"Invalid group: {value} (use {' or '.join(self.GROUPS)})"
+            )
+        return value
+
+
+class OrganizationSummarySerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    class Meta:
+        model = Organization
+        fields = ["slug", "name"]
+        read_only_fields = fields
+
+
+class ProjectSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    """A project as Sentry's organization project list shows it (a subset)."""
+
+    id = serializers.CharField(read_only=True)
+    dateCreated = serializers.DateTimeField(source="date_added", read_only=True)  # noqa: N815
+    organization = OrganizationSummarySerializer(read_only=True)
+
+    class Meta:
+        model = Project
+        fields = ["id", "slug", "name", "dateCreated", "organization"]
+        read_only_fields = fields
 
 
 def render_series(points: list[tuple[int, int]]) -> list[list[int | float]]:

@@ -10,4 +10,14 @@ urlpatterns = [
         views.ProjectStatsView.as_view(),
         name="project-stats",
     ),
+    path(
+        "organizations/<str:organization_slug>/projects/",
+        views.OrganizationProjectsView.as_view(),
+        name="organization-projects",
+    ),
+    path(
+        "organizations/<str:organization_slug>/stats/",
+        views.OrganizationStatsView.as_view(),
+        name="organization-stats",
+    ),
 ]

@@ -8,6 +8,7 @@ from django.urls import reverse
 from django.utils import timezone
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import MethodNotAllowed, NotFound
+from rest_framework.generics import ListAPIView
 from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -15,11 +16,24 @@ from rest_framework.views import APIView
 
 from . import tsdb
 from .authentication import BearerTokenAuthentication
-from .constants import PROJECT_READ_SCOPES
-from .models import Project, ProjectRedirect
-from .permissions import HasScope, get_project_or_404
-from .schema import StatsSchema, project_stats_schema
-from .serializers import StatsQuerySerializer, render_series
+from .constants import ORG_READ_SCOPES, PROJECT_READ_SCOPES
+from .filters import FilterBackend, ProjectFilter, ProjectIdFilter, filter_or_400
+from .models import Organization, Project, ProjectRedirect
+from .pagination import CursorLinkPagination
+from .permissions import HasScope, get_organization_or_404, get_project_or_404
+from .schema import (
+    OrganizationStatsSchema,
+    StatsSchema,
+    organization_projects_schema,
+    organization_stats_schema,
+    project_stats_schema,
+)
+from .serializers import (
+    OrganizationStatsQuerySerializer,
+    ProjectSerializer,
+    StatsQuerySerializer,
+    render_series,
+)
 from .throttling import ProjectStatsThrottle
 
 
@@ -102,3 +116,74 @@ class ProjectStatsView(StatsEndpoint):
         if request.META.get("QUERY_STRING"):
             location += "?" + request.META["QUERY_STRING"]
         return Response(status=302, headers={"Location": location})
+
+
+class OrganizationEndpointMixin:
+    """Looks up the organization of the URL with the caller's membership, then scopes."""
+
+    required_scopes = ORG_READ_SCOPES
+
+    def get_organization(self, request: Request, organization_slug: str) -> Organization:
+        organization = get_organization_or_404(request.user, organization_slug)
+        self.check_object_permissions(request, organization)  # type: ignore[attr-defined]
+        return organization
+
+
+@organization_projects_schema
+class OrganizationProjectsView(OrganizationEndpointMixin, StatsEndpoint, ListAPIView):  # type: ignore[type-arg]
+    """The organization's projects, paginated with Sentry's cursors and ``Link`` header.
+
+    Filters: ``query`` (substring of slug or name), ``slug`` (exact, repeatable).
+    """
+
+    serializer_class = ProjectSerializer
+    pagination_class = CursorLinkPagination
+    filter_backends = [FilterBackend]
+    filterset_class = ProjectFilter
+
+    def get_queryset(self) -> Any:
+        if getattr(self, "swagger_fake_view", False):  # schema generation
+            return Project.objects.none()
+        organization = self.get_organization(self.request, self.kwargs["organization_slug"])
+        # Ordered by slug for stable pages; the organization is already loaded.
+        return (
+            Project.objects.filter(organization=organization)
+            .order_by("slug", "pk")
+            .select_related("organization")
+        )
+
+
+class OrganizationStatsView(OrganizationEndpointMixin, StatsEndpoint):
+    """The organization's counts: one summed series, or one per project.
+
+    The project endpoint's parameters, plus ``group`` (``organization`` or
+    ``project``) and ``projectID`` (repeatable) to restrict the projects.
+    """
+
+    schema = OrganizationStatsSchema()
+
+    @organization_stats_schema
+    def get(self, request: Request, organization_slug: str) -> Response:
+        organization = self.get_organization(request, organization_slug)
+        now = timezone.now()
+        query = OrganizationStatsQuerySerializer(
+            data=request.query_params, context={"now": now}
+        ).query(environment_exists=lambda env: tsdb.environment_exists(organization.pk, env))
+        projects = filter_or_400(
+            ProjectIdFilter(
+                request.query_params,
+                queryset=Project.objects.filter(organization=organization).order_by("pk"),
+            )
+        )
+        read = {
+            "stat": query["stat"],
+            "start": query["start"],
+            "end": query["end"],
+            "rollup": query["rollup"],
+            "environment": query["environment"],
+            "now": now,
+        }
+        if query["group"] == "organization":
+            return Response(render_series(tsdb.get_range_total(projects, **read)))
+        series = tsdb.get_range_by_project(projects.values_list("pk", flat=True), **read)
+        return Response({str(pk): render_series(points) for pk, points in series.items()})

@@ -258,3 +258,51 @@ def test_concurrent_increments_are_never_lost(now: datetime) -> None:
     assert not errors
     counts = dict(EventCount.objects.filter(project=project).values_list("rollup", "count"))
     assert counts == {10: 1200, 3600: 1200, 86400: 1200}
+
+
+def test_get_range_total_sums_in_one_query(now: datetime) -> None:
+    projects = ProjectFactory.create_batch(3)
+    for i, p in enumerate(projects):
+        tsdb.incr(p, "received", timestamp=now, count=10**i)
+    tsdb.incr(projects[0], "received", timestamp=now - timedelta(hours=2), count=7)
+    tsdb.incr(projects[0], "rejected", timestamp=now, count=1000)
+    start = now - timedelta(hours=3)
+    with CaptureQueriesContext(connection) as ctx:
+        total = tsdb.get_range_total(projects, "received", start, now, rollup=3600)
+    assert len(ctx.captured_queries) == 1
+    assert total[-1] == (bucket_start(now, 3600), 111)
+    assert total[-3] == (bucket_start(now, 3600) - 7200, 7)
+    assert len(total) == 4
+    qs = Project.objects.filter(pk__in=[p.pk for p in projects[1:]])
+    with CaptureQueriesContext(connection) as ctx:
+        assert tsdb.get_range_total(qs, "received", start, now, rollup=3600)[-1][1] == 110
+    assert len(ctx.captured_queries) == 1
+
+
+def test_get_range_by_project_zero_fills_every_project(now: datetime) -> None:
+    a, b, c = ProjectFactory.create_batch(3)
+    tsdb.incr(a, "received", timestamp=now, count=2)
+    tsdb.incr(b, "received", timestamp=now - timedelta(hours=1), count=3)
+    with CaptureQueriesContext(connection) as ctx:
+        result = tsdb.get_range_by_project(
+            [a, b.pk, c], "received", now - timedelta(hours=1), now, rollup=3600
+        )
+    assert len(ctx.captured_queries) == 1
+    hour = bucket_start(now, 3600)
+    assert result == {
+        a.pk: [(hour - 3600, 0), (hour, 2)],
+        b.pk: [(hour - 3600, 3), (hour, 0)],
+        c.pk: [(hour - 3600, 0), (hour, 0)],
+    }
+    assert tsdb.get_range_by_project([], "received", now, now) == {}
+
+
+def test_environment_exists(project: Project, other_project: Project, now: datetime) -> None:
+    tsdb.incr(other_project, "generated", timestamp=now, environment="production")
+    org = project.organization
+    assert tsdb.environment_exists(org, "production")
+    assert tsdb.environment_exists(org.pk, "production")
+    assert not tsdb.environment_exists(org, "staging")
+    assert not tsdb.environment_exists(org, "")
+    assert not tsdb.environment_exists(org, "x" * 100)
+    assert not tsdb.environment_exists(ProjectFactory().organization, "production")
