@@ -24,6 +24,7 @@ from .rollups import TimeLike, bucket_start, optimal_rollup, point_count, series
 __all__ = [
     "Increment",
     "QueryError",
+    "delete",
     "get_optimal_rollup",
     "get_range",
     "get_rollups",
@@ -194,3 +195,12 @@ def get_range(
         return []
     stored = database.read_buckets(_project_id(project), code, env, rollup, buckets[0], buckets[-1])
     return [(epoch, stored.get(epoch, 0)) for epoch in buckets]
+
+
+def delete(projects: Iterable[ProjectLike]) -> int:
+    """Delete every stored count, in every rollup and environment, of ``projects``.
+
+    For replacing a project's whole history (the demo data does); returns the
+    number of rows deleted. One statement.
+    """
+    return database.delete_projects([_project_id(project) for project in projects])

@@ -123,3 +123,11 @@ def read_buckets(
         timestamp__lte=epoch_to_datetime(last),
     ).values_list("timestamp", "count")
     return {int(timestamp.timestamp()): count for timestamp, count in rows}
+
+
+def delete_projects(project_ids: Sequence[int]) -> int:
+    """Delete all rows of these projects; returns how many were deleted."""
+    if not project_ids:
+        return 0
+    deleted, _ = EventCount.objects.filter(project_id__in=project_ids).delete()
+    return deleted
