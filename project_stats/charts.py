@@ -114,10 +114,6 @@ class BarChart:
     def x_label_y(self) -> float:
         return self.bottom + 16
 
-    @property
-    def caption_y(self) -> float:
-        return self.height - 2
-
 
 def _round(value: float) -> float:
     return round(value, 2)
