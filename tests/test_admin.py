@@ -162,6 +162,17 @@ def test_svg_numbers_ignore_the_locale(admin_client: Client, project: Project, s
             float(bar[name])
 
 
+def test_a_series_tsdb_refuses_shows_why_instead_of_failing(
+    admin_client: Client, project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("project_stats.admin.chart_points", lambda rollup, samples: 10_001)
+    response = admin_client.get(change_url(project))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert '<svg class="project-stats-chart"' not in html
+    assert '<p class="errornote">the series would have 10001 points' in html
+
+
 def test_the_add_page_has_no_chart(admin_client: Client) -> None:
     response = admin_client.get(reverse("admin:project_stats_project_add"))
     assert response.status_code == 200
