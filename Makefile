@@ -5,12 +5,15 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 # Extra requirements for the venv, e.g. EXTRA_PIP='Django>=6,<7'.
 EXTRA_PIP ?=
-EXTRAS ?= test,dev
+EXTRAS ?= test,dev,demo
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
+# Debian's Chromium drives the browser tests (never a downloaded browser).
+CHROMIUM ?= /usr/bin/chromium
+export CHROMIUM
 PG_URL := $(or $(DATABASE_URL),postgres://postgres@127.0.0.1:5432/test)
 
-.PHONY: venv test lint typecheck run clean
+.PHONY: venv browser test lint typecheck run clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,7 +23,16 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-test: venv
+# Installs Chromium where it is missing and we may (root with apt-get); elsewhere
+# the browser tests skip, saying why, unless REQUIRE_BROWSER=1 makes that a failure.
+browser:
+	@if [ ! -x "$(CHROMIUM)" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "== installing Chromium for the browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+			|| echo "NOTE: could not install Chromium; the browser tests will not run." >&2; \
+	fi
+
+test: venv browser
 	$(PY) -m pytest -q -p no:cacheprovider
 	@if $(PY) -c "import sys, psycopg; psycopg.connect(sys.argv[1], connect_timeout=3).close()" "$(PG_URL)" 2>/dev/null; then \
 		echo "== PostgreSQL: $(PG_URL)"; \
@@ -38,8 +50,23 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy
 
+DEMO_URL := http://127.0.0.1:$(PORT)
+EXAMPLE_PATH := /api/0/projects/the-interstellar-jurisdiction/pump-station/stats/
+
 run: venv
 	$(PY) manage.py migrate --noinput
+	@echo "== Demo data"
+	$(PY) manage.py project_stats_demo
+	@echo
+	@echo "== Try it"
+	@echo "  site:  $(DEMO_URL)/"
+	@echo "  admin: $(DEMO_URL)/admin/  (user demo, the password above)"
+	@out=$$($(PY) manage.py project_stats_token demo --name "make run") || exit 1; \
+	token=$$(printf '%s\n' "$$out" | tail -n 1); \
+	echo "  API:   the last 24 hours of received events, hourly, with a fresh token for demo:"; \
+	echo "    curl -H \"Authorization: Bearer $$token\" $(DEMO_URL)$(EXAMPLE_PATH)"; \
+	echo "  schema: $(DEMO_URL)/api/0/schema/swagger/"
+	@echo
 	$(PY) manage.py runserver 127.0.0.1:$(PORT)
 
 clean:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -56,3 +57,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if "postgres" in item.keywords:
                 item.add_marker(skip)
+
+
+@pytest.fixture
+def demo_site(settings):  # type: ignore[no-untyped-def]
+    """The demo site's URLs and templates (``config/``) instead of the test ones."""
+    settings.ROOT_URLCONF = "config.urls"
+    settings.TEMPLATES = [
+        {
+            **settings.TEMPLATES[0],
+            "DIRS": [Path(__file__).resolve().parent.parent / "config" / "templates"],
+        }
+    ]
+    return settings

@@ -306,3 +306,23 @@ def test_environment_exists(project: Project, other_project: Project, now: datet
     assert not tsdb.environment_exists(org, "")
     assert not tsdb.environment_exists(org, "x" * 100)
     assert not tsdb.environment_exists(ProjectFactory().organization, "production")
+
+
+def test_delete_removes_every_row_of_the_given_projects_only(
+    project: Project, other_project: Project, now: datetime
+) -> None:
+    tsdb.incr(project, "received", timestamp=now, count=2)
+    tsdb.incr(project, "generated", timestamp=now, environment="production")
+    tsdb.incr(other_project, "received", timestamp=now)
+    with CaptureQueriesContext(connection) as ctx:
+        assert tsdb.delete([project]) == 9
+    assert len(ctx.captured_queries) == 1
+    assert rows(project) == {}
+    assert len(rows(other_project)) == 3
+    assert tsdb.delete([]) == 0
+    assert tsdb.delete([other_project.pk]) == 3
+
+
+def test_delete_refuses_what_is_not_a_project() -> None:
+    with pytest.raises(ValueError, match="project"):
+        tsdb.delete(["pump-station"])  # type: ignore[list-item]

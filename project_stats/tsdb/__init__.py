@@ -25,6 +25,7 @@ __all__ = [
     "Increment",
     "QueryError",
     "environment_exists",
+    "delete",
     "get_optimal_rollup",
     "get_range",
     "get_range_by_project",
@@ -276,3 +277,12 @@ def _project_ids(projects: QuerySet[Any] | Iterable[ProjectLike]) -> QuerySet[An
     if isinstance(projects, QuerySet):
         return projects.values("pk")
     return [_project_id(p) for p in projects]
+
+
+def delete(projects: Iterable[ProjectLike]) -> int:
+    """Delete every stored count, in every rollup and environment, of ``projects``.
+
+    For replacing a project's whole history (the demo data does); returns the
+    number of rows deleted. One statement.
+    """
+    return database.delete_projects([_project_id(project) for project in projects])

@@ -171,3 +171,11 @@ def environment_recorded(organization_id: int, environment: str) -> bool:
     return EventCount.objects.filter(
         project__organization_id=organization_id, environment=environment
     ).exists()
+
+
+def delete_projects(project_ids: Sequence[int]) -> int:
+    """Delete all rows of these projects; returns how many were deleted."""
+    if not project_ids:
+        return 0
+    deleted, _ = EventCount.objects.filter(project_id__in=project_ids).delete()
+    return deleted
