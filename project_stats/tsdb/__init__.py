@@ -19,7 +19,7 @@ from django.utils import timezone
 from ..conf import project_stats_settings
 from ..constants import MAX_ENVIRONMENT_LENGTH, stat_code
 from . import database
-from .rollups import TimeLike, bucket_start, optimal_rollup, point_count, series
+from .rollups import MICROS, TimeLike, optimal_rollup, point_count, series, to_micros
 
 __all__ = [
     "Increment",
@@ -138,23 +138,26 @@ def incr_many(
     validated before anything is written.
     """
     targets = _rollups_to_write(rollups)
-    default_time = None
+    now_second: int | None = None
     totals: defaultdict[tuple[int, int, str, int, int], int] = defaultdict(int)
+    # The hot loop of ingestion: validate each item once, bucket per rollup.
     for item in items:
         inc = item if isinstance(item, Increment) else Increment(*item)
         project_id = _project_id(inc.project)
         code = stat_code(inc.stat)
         count = _count(inc.count)
         environment = _environment(inc.environment)
-        when = inc.timestamp
-        if when is None:
-            default_time = default_time or timezone.now()
-            when = default_time
-        environments = ("", environment) if environment else ("",)
+        if inc.timestamp is None:
+            if now_second is None:
+                now_second = to_micros(timezone.now()) // MICROS
+            second = now_second
+        else:
+            second = to_micros(inc.timestamp) // MICROS
         for rollup in targets:
-            epoch = bucket_start(when, rollup)
-            for env in environments:
-                totals[(project_id, code, env, rollup, epoch)] += count
+            epoch = second - second % rollup
+            totals[(project_id, code, "", rollup, epoch)] += count
+            if environment:
+                totals[(project_id, code, environment, rollup, epoch)] += count
     rows = [(*key, total) for key, total in totals.items() if total]
     database.upsert(rows)
     return len(rows)
