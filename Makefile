@@ -8,7 +8,7 @@ EXTRA_PIP ?=
 EXTRAS ?= test,dev
 PG_URL := $(or $(DATABASE_URL),postgres://postgres@127.0.0.1:5432/test)
 
-.PHONY: venv test test-sqlite test-postgres lint typecheck run clean
+.PHONY: venv test test-sqlite test-postgres lint typecheck run clean bench-backfill
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,3 +42,7 @@ run: venv
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info db.sqlite3
+
+# Fills PostgreSQL at DATABASE_URL (default .../project_stats_bench) with 5M rows.
+bench-backfill: venv
+	$(PY) bench/backfill.py
