@@ -163,11 +163,14 @@ class Command(BaseCommand):
             return
         verb = "would write" if dry_run else "wrote"
         for r in results:
-            span = f"{_iso(r.start)} .. {_iso(r.end)}" if r.buckets else "no closed buckets"
-            line = (
-                f"{format_resolution(r.rollup)} from {format_resolution(r.source)}: {span} "
-                f"({r.buckets} buckets per series): examined {r.examined}, {verb} {r.written}"
-            )
+            line = f"{format_resolution(r.rollup)} from {format_resolution(r.source)}: "
+            if r.buckets:
+                line += (
+                    f"{_iso(r.start)} .. {_iso(r.end)} ({r.buckets} buckets per series): "
+                    f"examined {r.examined}, {verb} {r.written}"
+                )
+            else:
+                line += "no closed buckets in range"
             if r.skipped:
                 line += (
                     f"; left {r.skipped} older buckets alone "
