@@ -99,6 +99,8 @@ def test_default_range_is_the_last_closed_hour_then_its_day(
 ) -> None:
     fill_10s(project, hours)
     output = run()
+    if bucket_start(timezone.now(), 3600) != hours[2].timestamp() + 3600:
+        pytest.skip("the hour turned during the test; the default range moved with it")
     assert list(hourly()) == [("received", "", hours[2])]
     assert "1h from 10s" in output and "1d from 1h" in output
 
