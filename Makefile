@@ -13,7 +13,7 @@ CHROMIUM ?= /usr/bin/chromium
 export CHROMIUM
 PG_URL := $(or $(DATABASE_URL),postgres://postgres@127.0.0.1:5432/test)
 
-.PHONY: venv browser test lint typecheck run clean
+.PHONY: venv browser test lint typecheck run clean bench bench-backfill
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -71,3 +71,7 @@ run: venv
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info db.sqlite3
+
+# Fills PostgreSQL at DATABASE_URL (default .../project_stats_bench) with 5M rows.
+bench-backfill: venv
+	$(PY) bench/backfill.py

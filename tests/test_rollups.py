@@ -5,12 +5,17 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from project_stats.tsdb.rollups import (
+    align_up,
     bucket_start,
+    chunk_span,
+    closed_buckets,
     format_resolution,
     normalize_to_epoch,
     optimal_rollup,
     parse_resolution,
+    parse_time,
     point_count,
+    retention_start,
     series,
     to_datetime,
     to_micros,
@@ -150,3 +155,79 @@ def test_parse_resolution_refuses(text: str) -> None:
 def test_format_resolution(seconds: int, text: str) -> None:
     assert format_resolution(seconds) == text
     assert parse_resolution(text) == seconds
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1709645862", datetime(2024, 3, 5, 13, 37, 42, tzinfo=UTC)),
+        ("1709645862.5", NOW),
+        (" 1709645862.5 ", NOW),
+        ("2024-03-05T13:37:42.5Z", NOW),
+        ("2024-03-05T13:37:42.500000+00:00", NOW),
+        ("2024-03-05T19:07:42.5+05:30", NOW),
+        ("2024-03-05 13:37:42.5", NOW),  # no offset: UTC
+        ("2024-03-05", datetime(2024, 3, 5, tzinfo=UTC)),
+    ],
+)
+def test_parse_time(text: str, expected: datetime) -> None:
+    parsed = parse_time(text)
+    assert parsed == expected
+    assert parsed.utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize(
+    "text", ["", " ", "yesterday", "nan", "inf", "1e20", "2024-13-01", "2024-03-05T25:00", "1h"]
+)
+def test_parse_time_refuses(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_time(text)
+
+
+def test_retention_start_is_the_first_retained_second() -> None:
+    # now - 3600 = 12:37:42.5: the 10s bucket starting 12:37:40 started before it.
+    start = retention_start(10, 360, NOW)
+    assert start == int(NOW_S) - 3600 + 1
+    assert retention_start(10, 360, int(NOW_S)) == int(NOW_S) - 3600
+    assert retention_start(3600, 168, NOW) == int(NOW_S) - 168 * 3600 + 1
+
+
+def test_align_up() -> None:
+    assert align_up(3600, 3600) == 3600
+    assert align_up(3601, 3600) == 7200
+    assert align_up(0, 10) == 0
+    assert align_up(-5, 10) == 0
+
+
+def test_closed_buckets_overlapping_the_range() -> None:
+    hour = bucket_start(NOW, 3600)  # 13:00, still open at 13:37
+    got = closed_buckets(hour - 3 * 3600 + 1, hour - 1, 3600, NOW)
+    assert list(got) == [hour - 3 * 3600, hour - 2 * 3600, hour - 3600]
+    # The open bucket is never included, however far `until` reaches.
+    assert list(closed_buckets(hour - 3600, NOW_S + 86400, 3600, NOW)) == [hour - 3600]
+    # `until` is exclusive: a bucket starting at it does not overlap.
+    assert list(closed_buckets(hour - 2 * 3600, hour - 3600, 3600, NOW)) == [hour - 2 * 3600]
+    # A bucket ending exactly at `now` is closed.
+    assert list(closed_buckets(hour - 3600, hour, 3600, hour)) == [hour - 3600]
+
+
+def test_closed_buckets_empty() -> None:
+    assert len(closed_buckets(NOW, NOW, 3600, NOW)) == 0
+    assert len(closed_buckets(NOW_S + 1, NOW_S, 3600, NOW)) == 0
+    assert len(closed_buckets(NOW_S - 60, NOW_S, 3600, NOW)) == 0  # only the open bucket
+
+
+@pytest.mark.parametrize(
+    ("target", "source", "budget", "span"),
+    [
+        (3600, 10, 360, 3600),
+        (86400, 3600, 360, 15 * 86400),
+        (3600, 10, 1, 3600),
+        (60, 10, 360, 3600),
+    ],
+)
+def test_chunk_span_is_whole_target_buckets(
+    target: int, source: int, budget: int, span: int
+) -> None:
+    assert chunk_span(target, source, budget) == span
+    assert span % target == 0

@@ -179,3 +179,217 @@ def delete_projects(project_ids: Sequence[int]) -> int:
         return 0
     deleted, _ = EventCount.objects.filter(project_id__in=project_ids).delete()
     return deleted
+
+
+# Backfill: rebuild a coarser rollup from a finer one, set-based.
+#
+# Each chunk is one statement that compares, per (project, stat, environment,
+# target bucket), the sum S of the source buckets inside it with the target's
+# stored count T, and writes the difference as an increment:
+#
+#     INSERT (key, S - T) ... ON CONFLICT DO UPDATE SET count = count + excluded.count
+#
+# With no concurrent writes this leaves max(T, S) (or exactly S with replace).
+# Why a delta and not ``SET count = GREATEST(count, S)``: the statement's
+# snapshot is taken when it starts, but ON CONFLICT updates the newest row
+# version. An ``incr`` committed in between is missing from S yet present in
+# the row (T + c): GREATEST(T + c, S) drops c whenever S > T + c, i.e. exactly
+# when the target was behind (imported or finest-only history). Adding S - T
+# (both from the snapshot) to the newest value gives S + c: increments commute,
+# so none is lost. The same holds for replace (S - T may be negative) and on
+# rows inserted concurrently (the conflict adds S to the newcomer's c). An
+# increment written to the source rollup only (a finest-only ingest) after the
+# snapshot reaches the target on the next run. The PostgreSQL test
+# ``test_no_increment_is_lost_while_backfill_runs`` fails with GREATEST.
+#
+# Two backfills must not both add the same difference, so on PostgreSQL each
+# chunk first takes a transaction-level advisory lock; the statement that
+# follows sees the other run's committed chunk (READ COMMITTED takes a new
+# snapshot per statement). SQLite allows one writer and each chunk is a single
+# statement, so it needs neither.
+_BACKFILL_LOCK = 0x70735F62  # pg_advisory_xact_lock key shared by all backfills
+
+
+def _bucket_sql(vendor: str, column: str, rollup: int) -> str:
+    """SQL for the start of the ``rollup`` bucket holding timestamp ``column``.
+
+    ``rollup`` is a validated int; it is inlined so that the GROUP BY
+    expression matches the SELECT one textually.
+    """
+    if vendor == "postgresql":
+        return (
+            f"date_bin(make_interval(secs => {int(rollup)}), {column}, "
+            "TIMESTAMPTZ '1970-01-01 00:00:00+00')"
+        )
+    # Same text form Django writes ('YYYY-MM-DD HH:MM:SS'), so the unique
+    # constraint collides with rows written by ``upsert``.
+    return (
+        f"datetime((CAST(strftime('%%s', {column}) AS INTEGER) / {int(rollup)}) "
+        f"* {int(rollup)}, 'unixepoch')"
+    )
+
+
+def _in(column: str, values: Sequence[int] | None, params: list[Any]) -> str:
+    if values is None:
+        return ""
+    params.extend(values)
+    return f" AND {column} IN ({', '.join(['%s'] * len(values))})" if values else " AND false"
+
+
+def _comparison(
+    connection: BaseDatabaseWrapper,
+    *,
+    source: int,
+    target: int,
+    start: int,
+    end: int,
+    project_ids: Sequence[int] | None,
+    stat_codes: Sequence[int] | None,
+    replace: bool,
+) -> tuple[str, list[Any]]:
+    """CTEs ``src``, ``tgt`` and ``cmp(p, st, e, b, d)``; ``d`` = source sum - stored count.
+
+    Rows of ``cmp``: every target bucket in ``[start, end)`` with source data
+    and, with ``replace``, every stored target row without source data too.
+    """
+    qn = connection.ops.quote_name
+    table = qn(EventCount._meta.db_table)
+    col = {name: qn(_column(name)) for name in ("project", "stat", "environment", "rollup")}
+    col |= {"timestamp": qn(_column("timestamp")), "count": qn(_column("count"))}
+    adapt = connection.ops.adapt_datetimefield_value
+    lo, hi = adapt(epoch_to_datetime(start)), adapt(epoch_to_datetime(end))
+    bucket = _bucket_sql(connection.vendor, f"s.{col['timestamp']}", target)
+
+    params: list[Any] = [source, lo, hi]
+    src_filters = _in(f"s.{col['project']}", project_ids, params)
+    src_filters += _in(f"s.{col['stat']}", stat_codes, params)
+    params += [target, lo, hi]
+    tgt_filters = _in(f"t.{col['project']}", project_ids, params)
+    tgt_filters += _in(f"t.{col['stat']}", stat_codes, params)
+
+    key = "tgt.p = src.p AND tgt.st = src.st AND tgt.e = src.e AND tgt.b = src.b"
+    orphans = (
+        " UNION ALL SELECT tgt.p, tgt.st, tgt.e, tgt.b, -tgt.n FROM tgt "  # noqa: S608
+        f"LEFT JOIN src ON {key} WHERE src.p IS NULL"
+        if replace
+        else ""
+    )
+    sql = (
+        f"src AS (SELECT s.{col['project']} AS p, s.{col['stat']} AS st, "  # noqa: S608
+        f"s.{col['environment']} AS e, {bucket} AS b, CAST(SUM(s.{col['count']}) AS bigint) AS n "
+        f"FROM {table} s WHERE s.{col['rollup']} = %s "
+        f"AND s.{col['timestamp']} >= %s AND s.{col['timestamp']} < %s{src_filters} "
+        f"GROUP BY s.{col['project']}, s.{col['stat']}, s.{col['environment']}, {bucket}), "
+        f"tgt AS (SELECT t.{col['project']} AS p, t.{col['stat']} AS st, "
+        f"t.{col['environment']} AS e, t.{col['timestamp']} AS b, t.{col['count']} AS n "
+        f"FROM {table} t WHERE t.{col['rollup']} = %s "
+        f"AND t.{col['timestamp']} >= %s AND t.{col['timestamp']} < %s{tgt_filters}), "
+        f"cmp AS (SELECT src.p, src.st, src.e, src.b, src.n - COALESCE(tgt.n, 0) AS d "
+        f"FROM src LEFT JOIN tgt ON {key}{orphans})"
+    )
+    return sql, params
+
+
+def backfill_chunk(
+    *,
+    source: int,
+    target: int,
+    start: int,
+    end: int,
+    project_ids: Sequence[int] | None = None,
+    stat_codes: Sequence[int] | None = None,
+    replace: bool = False,
+    dry_run: bool = False,
+) -> tuple[int, int]:
+    """Rebuild ``target`` buckets starting in ``[start, end)`` (epoch seconds) from ``source``.
+
+    Without ``replace`` each bucket becomes max(stored, source sum); with it,
+    exactly the source sum. ``project_ids``/``stat_codes`` restrict the series
+    (None: all). Returns ``(examined, written)``: target buckets compared and
+    rows inserted or changed (would be, with ``dry_run``). One transaction.
+    """
+    connection = _write_connection()
+    if connection.vendor not in SUPPORTED_VENDORS:
+        raise NotImplementedError(
+            f"project_stats supports PostgreSQL and SQLite, not {connection.vendor}"
+        )
+    ctes, params = _comparison(
+        connection,
+        source=source,
+        target=target,
+        start=start,
+        end=end,
+        project_ids=project_ids,
+        stat_codes=stat_codes,
+        replace=replace,
+    )
+    changes = "d <> 0" if replace else "d > 0"
+    if dry_run:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"WITH {ctes} SELECT COUNT(*), "  # noqa: S608
+                f"COALESCE(SUM(CASE WHEN {changes} THEN 1 ELSE 0 END), 0) FROM cmp",
+                params,
+            )
+            examined, written = cursor.fetchone()
+        return int(examined), int(written)
+
+    names = _names(connection)
+    insert = (
+        f"INSERT INTO {names['table']} ({names['columns']}) "  # noqa: S608
+        f"SELECT p, st, e, %s, b, d FROM cmp WHERE {changes}"
+    )
+    upsert_tail = (
+        f" ON CONFLICT ({names['conflict']}) DO UPDATE "
+        f"SET {names['count']} = {names['table']}.{names['count']} + excluded.{names['count']}"
+    )
+    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_BACKFILL_LOCK])
+            # Rows in the order ``upsert`` locks them (environment by code
+            # point, as Python sorts), so a backfill and an incr_many batch
+            # do not deadlock.
+            cursor.execute(
+                f"WITH {ctes}, written AS ({insert} "  # noqa: S608
+                'ORDER BY p, st, e COLLATE "C", b'
+                f"{upsert_tail} RETURNING 1) "
+                "SELECT (SELECT COUNT(*) FROM cmp), (SELECT COUNT(*) FROM written)",
+                [*params, target],
+            )
+            examined, written = cursor.fetchone()
+            return int(examined), int(written)
+        cursor.execute(f"WITH {ctes} {insert}{upsert_tail}", [*params, target])
+        # sqlite3 reports no rowcount for a statement starting with WITH.
+        cursor.execute("SELECT changes()")
+        (written,) = cursor.fetchone()
+        # The comparison has as many rows after the write as before it: every
+        # new target row matches a source group, and no row is removed.
+        cursor.execute(f"WITH {ctes} SELECT COUNT(*) FROM cmp", params)  # noqa: S608
+        (examined,) = cursor.fetchone()
+        return int(examined), int(written)
+
+
+def count_expired(rollup: int, before: int) -> int:
+    """Rows of ``rollup`` whose bucket starts before epoch second ``before``."""
+    return EventCount.objects.filter(rollup=rollup, timestamp__lt=epoch_to_datetime(before)).count()
+
+
+def delete_expired(rollup: int, before: int, limit: int) -> int:
+    """Delete up to ``limit`` rows of ``rollup`` starting before ``before``; how many went.
+
+    Bounded by primary key so one call holds few locks and little undo;
+    the (rollup, timestamp) index finds them.
+    """
+    connection = _write_connection()
+    qn = connection.ops.quote_name
+    table = qn(EventCount._meta.db_table)
+    pk = qn(EventCount._meta.pk.column)
+    rollup_col, ts_col = qn(_column("rollup")), qn(_column("timestamp"))
+    sql = (
+        f"DELETE FROM {table} WHERE {pk} IN ("  # noqa: S608
+        f"SELECT {pk} FROM {table} WHERE {rollup_col} = %s AND {ts_col} < %s LIMIT %s)"
+    )
+    cutoff = connection.ops.adapt_datetimefield_value(epoch_to_datetime(before))
+    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+        cursor.execute(sql, [rollup, cutoff, limit])
+        return int(cursor.rowcount)

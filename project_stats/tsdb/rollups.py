@@ -125,3 +125,65 @@ def format_resolution(seconds: int) -> str:
         if seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+def parse_time(value: str) -> datetime:
+    """An aware UTC datetime from epoch seconds or ISO 8601 text (``Z`` or an offset).
+
+    ISO 8601 without an offset is taken as UTC. ``ValueError`` otherwise.
+    """
+    text = value.strip() if isinstance(value, str) else ""
+    if not text:
+        raise ValueError(f"not a time: {value!r}")
+    for number_type in (int, float):
+        try:
+            number = number_type(text)
+        except ValueError:
+            continue
+        return to_datetime(number)
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"not epoch seconds or ISO 8601: {value!r}") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return to_datetime(parsed)
+
+
+def retention_start(rollup: int, samples: int, now: TimeLike) -> int:
+    """The first whole epoch second still inside ``now - rollup * samples .. now``.
+
+    A bucket is expired (Sentry's TTL) when it starts before ``now - rollup *
+    samples``; for whole-second bucket starts that is ``start < retention_start``.
+    """
+    return -(-(to_micros(now) - rollup * samples * MICROS) // MICROS)
+
+
+def align_up(epoch: int, rollup: int) -> int:
+    """The first ``rollup`` bucket start at or after whole epoch second ``epoch``."""
+    return -(-epoch // rollup) * rollup
+
+
+def closed_buckets(since: TimeLike, until: TimeLike, rollup: int, now: TimeLike) -> range:
+    """Starts of the closed ``rollup`` buckets overlapping ``[since, until)``.
+
+    A bucket ``[b, b + rollup)`` overlaps when ``b < until`` and ``b + rollup >
+    since``; it is closed when ``b + rollup <= now``. Empty when ``since >= until``.
+    """
+    since_us, until_us = to_micros(since), to_micros(until)
+    if since_us >= until_us:
+        return range(0)
+    width = rollup * MICROS
+    first = since_us // width * rollup
+    end = -(-until_us // width) * rollup
+    end = min(end, bucket_start(now, rollup))
+    return range(first, max(first, end), rollup)
+
+
+def chunk_span(target: int, source: int, source_buckets: int) -> int:
+    """Seconds of target buckets per chunk: about ``source_buckets`` source buckets per series.
+
+    Always whole target buckets, at least one.
+    """
+    per_target = target // source
+    return target * max(1, source_buckets // per_target)
