@@ -3,7 +3,7 @@
 Loads two PostgreSQL databases (created if missing, reused when already
 loaded): ``project_stats_bench_big`` with 2,000 projects x 4 stats and every
 rollup's full retention (about 4.9 million rows) plus the demo, and
-``project_stats_bench_small`` with 16 projects (about 10 thousand rows).
+``project_stats_bench_small`` with 4 projects (about 10 thousand rows).
 Serves the site with gunicorn (2 workers, ``DEBUG=False``, persistent
 connections) and drives it with ``wrk`` from this machine: the default
 request (24 hourly points), 360 points at 10s, 90 points at 1d, and the
@@ -48,6 +48,11 @@ def load(database: str, projects: int, *, demo: bool) -> str:
             "RETURNING id",
             [ORG],
         ).fetchone()[0]
+        # Exactly p1..pN: a rerun with fewer projects drops the others.
+        conn.execute(
+            "DELETE FROM project_stats_project WHERE organization_id = %s AND NOT slug = ANY(%s)",
+            [org_id, [f"p{i}" for i in range(1, projects + 1)]],
+        )
         conn.execute(
             "INSERT INTO project_stats_project (organization_id, slug, name, date_added) "
             "SELECT %s, 'p' || g, 'Project ' || g, now() FROM generate_series(1, %s) g "
@@ -74,13 +79,15 @@ def load(database: str, projects: int, *, demo: bool) -> str:
                     "SELECT p.id, s, '', %(r)s, to_timestamp(%(last)s - k * %(r)s), "
                     "(random() * 100)::int "
                     "FROM project_stats_project p, unnest(%(stats)s::int[]) s, "
-                    "generate_series(0, %(n)s - 1) k WHERE p.organization_id = %(org)s",
+                    "generate_series(0, %(n)s - 1) k WHERE p.organization_id = %(org)s "
+                    "AND p.slug = ANY(%(slugs)s)",
                     {
                         "r": rollup,
                         "last": now - now % rollup,
                         "n": samples,
                         "org": org_id,
                         "stats": list(STATS),
+                        "slugs": [f"p{i}" for i in range(1, projects + 1)],
                     },
                 )
             conn.execute("VACUUM ANALYZE project_stats_eventcount")
@@ -127,7 +134,7 @@ def main() -> None:
         sys.exit("wrk is missing: apt-get install wrk")
 
     big_token = load(BIG, args.projects, demo=True)
-    small_token = load(SMALL, 16, demo=False)
+    small_token = load(SMALL, 4, demo=False)
     path = f"/api/0/projects/{ORG}/p7/stats/"
     now = time.time()
     cases = {

@@ -250,9 +250,10 @@ class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
         """The token (revoked, expired or not) whose secret is ``plaintext``, with its user."""
         if not tokens.is_well_formed(plaintext):
             return None
-        candidates = self.select_related("user").filter(prefix=tokens.lookup_prefix(plaintext))
+        from .sql import tokens_with_user  # the hot path of every request
+
         # Prefixes are not unique: compare every candidate's digest.
-        for candidate in candidates:
+        for candidate in tokens_with_user(tokens.lookup_prefix(plaintext)):
             if tokens.verify(plaintext, candidate.digest):
                 return candidate
         return None

@@ -35,6 +35,7 @@ from rest_framework.views import APIView
 
 from .constants import SCOPES
 from .models import ApiToken, Organization, Project
+from .sql import visible_project
 
 __all__ = [
     "NOT_FOUND_MESSAGE",
@@ -100,15 +101,12 @@ def get_project_or_404(user: UserLike, organization_slug: str, project_slug: str
         _can_see(user) and _plausible_slug(organization_slug) and _plausible_slug(project_slug)
     ):
         raise NotFound(NOT_FOUND_MESSAGE)
-    projects = Project.objects.select_related("organization").filter(
-        organization__slug=organization_slug, slug=project_slug
+    project = visible_project(
+        organization_slug, project_slug, user.pk, superuser=_is_superuser(user)
     )
-    if not _is_superuser(user):
-        projects = projects.filter(organization__members__user=user.pk)
-    try:
-        return projects.get()
-    except Project.DoesNotExist:
-        raise NotFound(NOT_FOUND_MESSAGE) from None
+    if project is None:
+        raise NotFound(NOT_FOUND_MESSAGE)
+    return project
 
 
 def get_organization_or_404(user: UserLike, organization_slug: str) -> Organization:
