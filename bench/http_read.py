@@ -49,10 +49,14 @@ def load(database: str, projects: int, *, demo: bool) -> str:
             [ORG],
         ).fetchone()[0]
         # Exactly p1..pN: a rerun with fewer projects drops the others.
-        conn.execute(
-            "DELETE FROM project_stats_project WHERE organization_id = %s AND NOT slug = ANY(%s)",
-            [org_id, [f"p{i}" for i in range(1, projects + 1)]],
+        keep = [f"p{i}" for i in range(1, projects + 1)]
+        stale = (
+            "SELECT id FROM project_stats_project WHERE organization_id = %s AND NOT slug = ANY(%s)"
         )
+        conn.execute(
+            f"DELETE FROM project_stats_eventcount WHERE project_id IN ({stale})", [org_id, keep]
+        )
+        conn.execute(f"DELETE FROM project_stats_project WHERE id IN ({stale})", [org_id, keep])
         conn.execute(
             "INSERT INTO project_stats_project (organization_id, slug, name, date_added) "
             "SELECT %s, 'p' || g, 'Project ' || g, now() FROM generate_series(1, %s) g "
