@@ -73,5 +73,12 @@ clean:
 	rm -rf $(VENV) build dist *.egg-info db.sqlite3
 
 # Fills PostgreSQL at DATABASE_URL (default .../project_stats_bench) with 5M rows.
+# Every benchmark, one Markdown report on stdout (PostgreSQL and wrk needed).
+bench: venv
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; } \
+		|| { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
+	$(PY) bench/run.py
+
 bench-backfill: venv
 	$(PY) bench/backfill.py

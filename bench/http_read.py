@@ -14,6 +14,7 @@ database) in the same server. Prints Markdown tables.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 import subprocess
@@ -25,7 +26,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psycopg  # noqa: E402
 
-from bench.common import db_url, ensure_database, gunicorn, manage, median, table  # noqa: E402
+from bench.common import (  # noqa: E402
+    PYTHON,
+    ROOT,
+    db_url,
+    ensure_database,
+    gunicorn,
+    manage,
+    median,
+    site_env,
+    table,
+)
 
 ORG = "bench-org"
 STATS = (0, 1, 2, 3)  # received, rejected, blacklisted, generated
@@ -121,10 +132,32 @@ def wrk(
         cmd += ["-H", f"Authorization: Bearer {token}"]
     out = subprocess.run([*cmd, url], check=True, text=True, capture_output=True).stdout
     if "Non-2xx" in out:
-        raise RuntimeError(f"non-2xx answers from {url}:\n{out}")
+        import urllib.error
+        import urllib.request
+
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})  # noqa: S310
+        try:
+            urllib.request.urlopen(request, timeout=10)  # noqa: S310 - our own server
+            detail = "a single request succeeds"
+        except urllib.error.HTTPError as exc:
+            detail = f"{exc.code}: {exc.read()[:500]!r}"
+        raise RuntimeError(f"non-2xx answers from {url} ({detail}):\n{out}")
     rps = float(WRK_RE.search(out).group(1))  # type: ignore[union-attr]
     lat = {p: float(v) * UNIT_MS[u] for p, v, u in LATENCY_RE.findall(out)}
     return rps, lat["50"], lat["99"]
+
+
+def query_counts(database: str, token: str, paths: dict[str, str]) -> dict[str, int]:
+    """SQL statements each request runs, counted in-process by bench/query_counts.py."""
+    out = subprocess.run(
+        [PYTHON, str(ROOT / "bench" / "query_counts.py"), token, json.dumps(paths)],
+        env=site_env(database),
+        cwd=ROOT,
+        check=True,
+        text=True,
+        capture_output=True,
+    ).stdout
+    return dict(json.loads(out.splitlines()[-1]))
 
 
 def main() -> None:
@@ -139,7 +172,7 @@ def main() -> None:
 
     big_token = load(BIG, args.projects, demo=True)
     small_token = load(SMALL, 4, demo=False)
-    path = f"/api/0/projects/{ORG}/p7/stats/"
+    path = f"/api/0/projects/{ORG}/p3/stats/"
     now = time.time()
     cases = {
         "floor (plain Django view, no auth, no DB)": ("/bench/floor/", False),
@@ -172,6 +205,7 @@ def main() -> None:
                     wrk(url, token, connections=args.connections, seconds=args.seconds)[0]
                 )
 
+    queries = query_counts(BIG, big_token, {n: p for n, (p, auth) in cases.items() if auth})
     floor_rps = median([r[0] for r in results[next(iter(cases))]])
     rows = []
     for name, runs in results.items():
@@ -190,6 +224,8 @@ def main() -> None:
         f"median of {args.runs} x {args.seconds} s)\n"
     )
     print(table(["request", "req/s", "p50 ms", "p99 ms", "vs floor"], rows))
+    print("\n### Queries per request\n")
+    print(table(["request", "queries"], [[n, q] for n, q in queries.items()]))
     small, big = median(volume[SMALL]), median(volume[BIG])
     print("\n### Volume independence (default request)\n")
     print(

@@ -9,7 +9,7 @@ import dj_database_url
 from config.settings import *  # noqa: F403
 
 DEBUG = False
-ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
 ROOT_URLCONF = "bench.urls"
 DATABASES = {
     "default": dj_database_url.parse(
