@@ -250,8 +250,9 @@ class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
         """The token (revoked, expired or not) whose secret is ``plaintext``, with its user."""
         if not tokens.is_well_formed(plaintext):
             return None
-        candidates = self.select_related("user").filter(prefix=tokens.lookup_prefix(plaintext))
-        # Prefixes are not unique: compare every candidate's digest.
+        # Found by digest: a wrong secret matches no row whether or not its
+        # prefix exists, so both cost the same and prefixes cannot be probed.
+        candidates = self.select_related("user").filter(digest=tokens.digest(plaintext))
         for candidate in candidates:
             if tokens.verify(plaintext, candidate.digest):
                 return candidate
