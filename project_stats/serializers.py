@@ -189,6 +189,8 @@ class StatsQuerySerializer(serializers.Serializer):  # type: ignore[type-arg]
             elif name in errors:
                 messages = errors[name]
                 raise InvalidQuery(str(messages[0] if isinstance(messages, list) else messages))
+        for messages in errors.values():  # any other, e.g. NUL in an environment: 400
+            raise InvalidQuery(str(messages[0] if isinstance(messages, list) else messages))
         return dict(self.validated_data)
 
 

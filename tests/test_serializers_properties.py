@@ -28,7 +28,6 @@ MICROS = 1_000_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MIN_EPOCH_US = (datetime.min.replace(tzinfo=UTC) - EPOCH) // timedelta(microseconds=1)
 MAX_EPOCH_US = (datetime.max.replace(tzinfo=UTC) - EPOCH) // timedelta(microseconds=1)
-PARAMETERS = ["stat", "since", "until", "resolution", "environment", "group", "projectID"]
 RESOLUTIONS = ["10s", "1h", "1d"]
 ROLLUP_SECONDS = {"10s": 10, "1h": 3600, "1d": 86400}
 
@@ -57,13 +56,32 @@ times = st.one_of(
     st.integers().map(str),
     st.sampled_from(["nan", "-inf", "1e309", "1_000", "0x10", "1700000000000", " 5 ", "\x00"]),
 )
-values = st.one_of(
+junk = st.one_of(
     st.text(),
-    st.text(alphabet="0123456789.-+:eETZ smhd_"),
+    st.text(alphabet="0123456789.-+:eETZ smhd_\x00"),
     times,
     st.sampled_from([*STAT_CODES, *RESOLUTIONS, "60m", "0s", "organization", "project"]),
 )
-queries = st.dictionaries(st.sampled_from(PARAMETERS), st.lists(values, min_size=1, max_size=2))
+now_s = int(datetime.now(UTC).timestamp())
+near = st.integers(now_s - 100 * 86400, now_s + 3600)
+# Values each parameter accepts: mixed with junk, so that junk in one
+# parameter meets valid values in the others and reaches every check.
+VALID = {
+    "stat": st.sampled_from(sorted(STAT_CODES)),
+    "since": st.one_of(near.map(str), near.map(lambda s: iso_text(s * MICROS))),
+    "until": st.one_of(near.map(str), near.map(lambda s: iso_text(s * MICROS))),
+    "resolution": st.sampled_from([*RESOLUTIONS, "60m", "24h"]),
+    "environment": st.sampled_from(["production", "staging"]),
+    "group": st.sampled_from(["organization", "project"]),
+    "projectID": st.integers(-1, 10**6).map(str),
+}
+queries = st.fixed_dictionaries(
+    {},
+    optional={
+        name: st.lists(st.one_of(valid, junk), min_size=1, max_size=2)
+        for name, valid in VALID.items()
+    },
+)
 
 
 @pytest.fixture
@@ -90,6 +108,7 @@ def assert_clear_answer(response: Any, query: dict[str, list[str]]) -> None:
 
 @settings(max_examples=200)
 @given(query=queries)
+@example(query={"environment": ["\x00"]})
 @example(query={"until": [epoch_text(MIN_EPOCH_US)]})
 @example(query={"since": [epoch_text(MAX_EPOCH_US)]})
 @example(query={"until": [iso_text(MAX_EPOCH_US)], "resolution": ["10s"]})
