@@ -19,13 +19,7 @@ from . import tsdb
 from .conf import project_stats_settings
 from .constants import DEFAULT_STAT, ENVIRONMENT_STATS, STAT_CODES
 from .models import Organization, Project
-from .tsdb.rollups import (
-    earlier,
-    format_resolution,
-    parse_resolution,
-    point_count,
-    to_datetime,
-)
+from .tsdb.rollups import earlier, format_resolution, parse_resolution, point_count, to_datetime
 
 # Sentry's default window: one day minus one second, i.e. 24 hourly points.
 DEFAULT_WINDOW = timedelta(seconds=86399)
