@@ -13,7 +13,7 @@ CHROMIUM ?= /usr/bin/chromium
 export CHROMIUM
 PG_URL := $(or $(DATABASE_URL),postgres://postgres@127.0.0.1:5432/test)
 
-.PHONY: venv browser test lint typecheck run clean bench bench-backfill
+.PHONY: venv browser test lint typecheck run clean bench bench-backfill soak
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -82,3 +82,9 @@ bench: venv
 
 bench-backfill: venv
 	$(PY) bench/backfill.py
+
+# 60 s of wrk (32 connections) against gunicorn on PostgreSQL while events are
+# ingested; fails on any non-2xx answer or worker memory growth past 10 %.
+# SOAK_SECONDS=20 for a shorter run. Needs wrk (apt-get install wrk).
+soak: venv
+	$(PY) bench/soak.py $(if $(SOAK_SECONDS),--seconds $(SOAK_SECONDS))

@@ -6,20 +6,41 @@ the ``WWW-Authenticate`` header of the first class, and without one it answers
 unauthenticated requests with 403 instead of 401.
 
 Error messages never contain the presented token, and nothing here logs it.
+Django's error reports (the mails to ``ADMINS``, and the debug page even with
+``DEBUG`` on) hide every local variable of the authentication code on
+requests that carry a bearer token.
+
+Failed attempts can be throttled per client address
+(:class:`~project_stats.throttling.FailedAuthenticationThrottle`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.http import HttpRequest
 from django.utils import timezone
+from django.views.debug import SafeExceptionReporterFilter
+from django.views.decorators.debug import sensitive_variables
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
 
 from .models import ApiToken
+from .throttling import FailedAuthenticationThrottle
 
-__all__ = ["BearerTokenAuthentication"]
+__all__ = ["BearerTokenAuthentication", "TokenSafeExceptionReporterFilter"]
+
+
+class TokenSafeExceptionReporterFilter(SafeExceptionReporterFilter):
+    """Hides the variables marked sensitive even when ``DEBUG`` is on.
+
+    Django's filter stands down in debug mode; but debug pages get pasted
+    into bug reports and chats, and a token there is a live credential.
+    """
+
+    def is_active(self, request: HttpRequest | None) -> bool:
+        return True
 
 
 class BearerTokenAuthentication(BaseAuthentication):
@@ -33,6 +54,7 @@ class BearerTokenAuthentication(BaseAuthentication):
     keyword = "bearer"
     realm = "api"
 
+    @sensitive_variables()  # everything below too: the token passes through many frames
     def authenticate(self, request: Request) -> tuple[Any, ApiToken] | None:
         header = request.META.get("HTTP_AUTHORIZATION")
         if isinstance(header, bytes):
@@ -43,6 +65,19 @@ class BearerTokenAuthentication(BaseAuthentication):
         parts = header.split()
         if not parts or parts[0].lower() != self.keyword:
             return None
+        # Error reports of this request hide the token, in debug mode too.
+        request._request.exception_reporter_filter = (  # type: ignore[attr-defined]
+            TokenSafeExceptionReporterFilter()
+        )
+        throttle = FailedAuthenticationThrottle()
+        throttle.check(request)
+        try:
+            return self._authenticate_parts(parts)
+        except AuthenticationFailed:
+            throttle.record_failure()
+            raise
+
+    def _authenticate_parts(self, parts: list[str]) -> tuple[Any, ApiToken]:
         if len(parts) == 1:
             raise AuthenticationFailed("Invalid token header. No credentials provided.")
         if len(parts) > 2:
@@ -51,6 +86,7 @@ class BearerTokenAuthentication(BaseAuthentication):
             )
         return self.authenticate_credentials(parts[1])
 
+    @sensitive_variables()
     def authenticate_credentials(self, plaintext: str) -> tuple[Any, ApiToken]:
         token = ApiToken.objects.find(plaintext)
         if token is None or token.is_revoked:

@@ -10,7 +10,7 @@ from django.db import connections, router
 from rest_framework.settings import api_settings
 
 from .conf import DEFAULTS, project_stats_settings
-from .throttling import THROTTLE_SCOPE
+from .throttling import AUTH_THROTTLE_SCOPE, THROTTLE_SCOPE
 from .tsdb.database import SUPPORTED_VENDORS
 
 _HINT_ROLLUPS = 'e.g. "ROLLUPS": ((10, 360), (3600, 168), (86400, 90))'
@@ -112,14 +112,17 @@ def check_database(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
 @register()
 def check_throttle_rate(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     rates = api_settings.DEFAULT_THROTTLE_RATES or {}
-    rate = rates.get(THROTTLE_SCOPE) if isinstance(rates, dict) else None
-    if rate is None or (isinstance(rate, str) and _THROTTLE_RATE_RE.fullmatch(rate)):
-        return []
-    return [
-        Error(
-            f"REST_FRAMEWORK['DEFAULT_THROTTLE_RATES']['{THROTTLE_SCOPE}'] must be a rate "
-            f"such as '120/min', got {rate!r}.",
-            hint="A number, a slash and a unit: s, m, h or d (sec, min, hour, day).",
-            id="project_stats.E007",
+    errors: list[CheckMessage] = []
+    for scope in (THROTTLE_SCOPE, AUTH_THROTTLE_SCOPE):
+        rate = rates.get(scope) if isinstance(rates, dict) else None
+        if rate is None or (isinstance(rate, str) and _THROTTLE_RATE_RE.fullmatch(rate)):
+            continue
+        errors.append(
+            Error(
+                f"REST_FRAMEWORK['DEFAULT_THROTTLE_RATES']['{scope}'] must be a rate "
+                f"such as '120/min', got {rate!r}.",
+                hint="A number, a slash and a unit: s, m, h or d (sec, min, hour, day).",
+                id="project_stats.E007",
+            )
         )
-    ]
+    return errors

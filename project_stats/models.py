@@ -252,8 +252,9 @@ class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
             return None
         from .sql import tokens_with_user  # the hot path of every request
 
-        # Prefixes are not unique: compare every candidate's digest.
-        for candidate in tokens_with_user(tokens.lookup_prefix(plaintext)):
+        # Found by digest: a wrong secret matches no row whether or not its
+        # prefix exists, so both cost the same and prefixes cannot be probed.
+        for candidate in tokens_with_user(tokens.digest(plaintext)):
             if tokens.verify(plaintext, candidate.digest):
                 return candidate
         return None

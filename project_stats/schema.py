@@ -122,6 +122,7 @@ class StatsSchema(AutoSchema):
             404: _error("Unknown organization or project, or not a member"),
             405: _error("Method not allowed"),
             429: _error("Throttled"),
+            503: _error("The database is unavailable; retry after `Retry-After` seconds"),
         }
 
 
@@ -177,6 +178,8 @@ organization_projects_schema = extend_schema_view(
             401: _error("Missing or bad credentials"),
             403: _error("The token lacks a reading scope"),
             404: _error("Unknown organization, or not a member"),
+            429: _error("Throttled"),
+            503: _error("The database is unavailable; retry after `Retry-After` seconds"),
         },
     )
 )

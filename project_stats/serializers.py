@@ -19,7 +19,7 @@ from . import tsdb
 from .conf import project_stats_settings
 from .constants import DEFAULT_STAT, ENVIRONMENT_STATS, STAT_CODES
 from .models import Organization, Project
-from .tsdb.rollups import format_resolution, parse_resolution, point_count, to_datetime
+from .tsdb.rollups import earlier, format_resolution, parse_resolution, point_count, to_datetime
 
 # Sentry's default window: one day minus one second, i.e. 24 hourly points.
 DEFAULT_WINDOW = timedelta(seconds=86399)
@@ -147,7 +147,7 @@ class StatsQuerySerializer(serializers.Serializer):  # type: ignore[type-arg]
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         now = self.context.get("now") or timezone.now()
         end = attrs.pop("until", None) or now
-        start = attrs.pop("since", None) or end - DEFAULT_WINDOW
+        start = attrs.pop("since", None) or earlier(end, DEFAULT_WINDOW)
         if start > end:
             raise serializers.ValidationError("start must be before or equal to end")
         rollup = attrs.pop("resolution", None) or tsdb.get_optimal_rollup(start, end, now=now)
@@ -183,6 +183,8 @@ class StatsQuerySerializer(serializers.Serializer):  # type: ignore[type-arg]
             elif name in errors:
                 messages = errors[name]
                 raise InvalidQuery(str(messages[0] if isinstance(messages, list) else messages))
+        for messages in errors.values():  # any other, e.g. NUL in an environment: 400
+            raise InvalidQuery(str(messages[0] if isinstance(messages, list) else messages))
         return dict(self.validated_data)
 
 

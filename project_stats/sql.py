@@ -65,8 +65,8 @@ def _column(model: type[Model], name: str, connection: BaseDatabaseWrapper) -> s
     return connection.ops.quote_name(cast("Field[Any, Any]", model._meta.get_field(name)).column)
 
 
-def tokens_with_user(prefix: str) -> list[ApiToken]:
-    """Tokens whose lookup prefix is ``prefix``, each with its ``user`` loaded."""
+def tokens_with_user(digest: str) -> list[ApiToken]:
+    """The token (if any) whose digest is ``digest``, with its ``user`` loaded."""
     connection = connections[router.db_for_read(ApiToken)]
     user_model = get_user_model()
 
@@ -76,7 +76,7 @@ def tokens_with_user(prefix: str) -> list[ApiToken]:
         sql = (
             f"SELECT {token.select}, {user.select} FROM {token.table} "  # noqa: S608
             f"JOIN {user.table} ON u.{user_pk} = t.{_column(ApiToken, 'user', connection)} "
-            f"WHERE t.{_column(ApiToken, 'prefix', connection)} = %s"
+            f"WHERE t.{_column(ApiToken, 'digest', connection)} = %s"
         )
         return token, user, sql
 
@@ -85,7 +85,7 @@ def tokens_with_user(prefix: str) -> list[ApiToken]:
     )
     found = []
     with connection.cursor() as cursor:
-        cursor.execute(sql, [prefix])
+        cursor.execute(sql, [digest])
         for values in cursor.fetchall():
             token = token_cols.build(connection, values[: len(token_cols)])
             token.user = user_cols.build(connection, values[len(token_cols) :])

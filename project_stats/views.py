@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.urls import reverse
@@ -17,6 +18,7 @@ from rest_framework.views import APIView
 from . import tsdb
 from .authentication import BearerTokenAuthentication
 from .constants import ORG_READ_SCOPES, PROJECT_READ_SCOPES
+from .exceptions import exception_handler
 from .filters import FilterBackend, ProjectFilter, ProjectIdFilter, filter_or_400
 from .models import Organization, Project, ProjectRedirect
 from .pagination import CursorLinkPagination
@@ -63,6 +65,9 @@ class StatsEndpoint(APIView):
     def check_permissions(self, request: Request) -> None:
         if request.method != "OPTIONS":
             super().check_permissions(request)
+
+    def get_exception_handler(self) -> Callable[[Exception, dict[str, Any]], Response | None]:
+        return exception_handler  # 503 JSON when the database is unreachable
 
 
 class ProjectStatsView(StatsEndpoint):

@@ -1,15 +1,31 @@
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from django.db import connection
 from django.urls import reverse
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from project_stats.models import ApiToken, Project
 
 from .factories import ApiTokenFactory, OrganizationMemberFactory, ProjectFactory
+
+# No deadline: a 2-core machine running PostgreSQL has slow moments. The
+# database fixtures are shared by the examples of a test on purpose (reads, or
+# data reset per example). In CI every run tries the same examples.
+hypothesis_settings.register_profile(
+    "dev",
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+hypothesis_settings.register_profile(
+    "ci", hypothesis_settings.get_profile("dev"), derandomize=True, database=None
+)
+hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 # A fixed "now" aligned to nothing in particular: 2024-03-05 13:37:42.5 UTC.
 NOW = datetime(2024, 3, 5, 13, 37, 42, 500000, tzinfo=UTC)

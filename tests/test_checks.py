@@ -56,6 +56,8 @@ def test_no_throttle_rate_passes(settings) -> None:  # type: ignore[no-untyped-d
 
 
 @pytest.mark.parametrize("rate", ["lots", "5", "5/week", "-1/min", "5 / min", "/min", 5, ""])
-def test_bad_throttle_rates_are_reported(settings, rate: object) -> None:  # type: ignore[no-untyped-def]
-    settings.REST_FRAMEWORK = {"DEFAULT_THROTTLE_RATES": {"project_stats": rate}}
+@pytest.mark.parametrize("scope", ["project_stats", "project_stats_auth"])
+def test_bad_throttle_rates_are_reported(settings, rate: object, scope: str) -> None:  # type: ignore[no-untyped-def]
+    settings.REST_FRAMEWORK = {"DEFAULT_THROTTLE_RATES": {scope: rate}}
     assert [m.id for m in check_throttle_rate()] == ["project_stats.E007"]
+    assert scope in check_throttle_rate()[0].msg

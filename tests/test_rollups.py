@@ -9,6 +9,7 @@ from project_stats.tsdb.rollups import (
     bucket_start,
     chunk_span,
     closed_buckets,
+    earlier,
     format_resolution,
     normalize_to_epoch,
     optimal_rollup,
@@ -231,3 +232,11 @@ def test_chunk_span_is_whole_target_buckets(
 ) -> None:
     assert chunk_span(target, source, budget) == span
     assert span % target == 0
+
+
+def test_earlier_stops_at_the_first_representable_time() -> None:
+    first = datetime.min.replace(tzinfo=UTC)
+    assert earlier(first + timedelta(seconds=5), timedelta(seconds=2)) == first + timedelta(
+        seconds=3
+    )
+    assert earlier(first + timedelta(seconds=5), timedelta(days=1)) == first

@@ -73,6 +73,7 @@ def test_incr_restricted_to_some_rollups(project: Project, now: datetime) -> Non
     [
         {"stat": "nope"},
         {"count": -1},
+        {"count": 2**63},
         {"count": 1.5},
         {"count": True},
         {"rollups": [60]},

@@ -95,9 +95,13 @@ def _environment(environment: str | None) -> str:
     return environment
 
 
+# Counts are 64-bit signed integers in the database.
+MAX_COUNT = 2**63 - 1
+
+
 def _count(count: int) -> int:
-    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-        raise ValueError(f"count must be a non-negative integer, not {count!r}")
+    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_COUNT:
+        raise ValueError(f"count must be an integer from 0 to 2**63 - 1, not {count!r}")
     return count
 
 
@@ -175,6 +179,8 @@ def incr_many(
             if environment:
                 totals[(project_id, code, environment, rollup, epoch)] += count
     rows = [(*key, total) for key, total in totals.items() if total]
+    if any(total > MAX_COUNT for *_, total in rows):
+        raise ValueError("a bucket's increments in this batch add up to more than 2**63 - 1")
     database.upsert(rows)
     return len(rows)
 

@@ -50,6 +50,14 @@ def to_datetime(value: TimeLike) -> datetime:
     return _EPOCH + timedelta(microseconds=to_micros(value))
 
 
+def earlier(value: datetime, delta: timedelta) -> datetime:
+    """``value - delta``, or the earliest time a ``datetime`` holds if that is before it."""
+    try:
+        return value - delta
+    except OverflowError:
+        return datetime.min.replace(tzinfo=UTC)
+
+
 def epoch_to_datetime(epoch: int) -> datetime:
     """The aware UTC datetime of whole epoch seconds (a bucket start)."""
     return datetime.fromtimestamp(epoch, UTC)

@@ -1,0 +1,115 @@
+"""``incr_many`` failing part-way writes nothing: no partial batch, on either database.
+
+The failures are real database errors (a trigger refusing a row, a bigint
+overflow), raised after earlier statements of the same batch succeeded.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from django.db import DatabaseError, connection, transaction
+from django.test.utils import CaptureQueriesContext
+
+from project_stats import tsdb
+from project_stats.models import EventCount, Project
+
+from .factories import ProjectFactory
+
+pytestmark = pytest.mark.django_db
+
+TABLE = EventCount._meta.db_table
+
+
+def snapshot() -> list[tuple[Any, ...]]:
+    return list(
+        EventCount.objects.order_by("pk").values_list(
+            "pk", "project_id", "stat", "environment", "rollup", "timestamp", "count"
+        )
+    )
+
+
+def big_batch(project: Project, now: datetime, buckets: int) -> list[tsdb.Increment]:
+    """Increments in ``buckets`` distinct ten-second buckets, with an environment."""
+    return [
+        tsdb.Increment(project, "generated", now - timedelta(seconds=10 * i), 1, "production")
+        for i in range(buckets)
+    ]
+
+
+def test_sqlite_a_failure_in_a_later_statement_undoes_the_earlier_ones(
+    project: Project, now: datetime
+) -> None:
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite writes a batch in several statements")
+    per_statement = (connection.features.max_query_params or 999) // 6
+    # Rows are written in key order: the refused project's rows come last.
+    refused = ProjectFactory()
+    assert refused.pk > project.pk
+    tsdb.incr_many(big_batch(project, now, 5))  # rows the batch will add to
+    before = snapshot()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'CREATE TRIGGER refuse_project BEFORE INSERT ON "{TABLE}" '
+            f"WHEN NEW.project_id = {int(refused.pk)} "
+            "BEGIN SELECT RAISE(ABORT, 'refused by a trigger'); END"
+        )
+    items = [*big_batch(project, now, per_statement), tsdb.Increment(refused, "received", now)]
+    try:
+        with CaptureQueriesContext(connection) as queries, pytest.raises(DatabaseError):
+            tsdb.incr_many(items)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TRIGGER refuse_project")
+    inserts = [q for q in queries.captured_queries if q["sql"].startswith("INSERT")]
+    assert len(inserts) >= 2  # the first statements ran before the failure...
+    assert snapshot() == before  # ...and were undone with it
+
+
+@pytest.mark.postgres
+def test_postgresql_an_overflowing_bucket_fails_the_whole_batch(
+    project: Project, now: datetime
+) -> None:
+    full = ProjectFactory()
+    tsdb.incr(full, "received", timestamp=now, count=tsdb.MAX_COUNT - 5)
+    tsdb.incr_many(big_batch(project, now, 5))
+    before = snapshot()
+    items = [*big_batch(project, now, 2000), tsdb.Increment(full, "received", now, 10)]
+    with pytest.raises(DatabaseError, match="out of range"):
+        tsdb.incr_many(items)
+    assert snapshot() == before
+
+
+@pytest.mark.postgres
+def test_postgresql_a_batch_failing_inside_an_outer_transaction_leaves_it_usable(
+    project: Project, now: datetime
+) -> None:
+    full = ProjectFactory()
+    tsdb.incr(full, "received", timestamp=now, count=tsdb.MAX_COUNT)
+    with transaction.atomic():
+        tsdb.incr(project, "received", timestamp=now, count=3)
+        with pytest.raises(DatabaseError):
+            tsdb.incr_many([(project, "received", now, 1), (full, "received", now, 1)])
+        # The batch's savepoint rolled back; the outer transaction goes on.
+        tsdb.incr(project, "received", timestamp=now, count=4)
+    assert [c for _, c in tsdb.get_range(project, "received", now, now, rollup=10)] == [7]
+
+
+def test_a_batch_whose_sum_overflows_a_bucket_is_refused_before_writing(
+    project: Project, now: datetime
+) -> None:
+    with pytest.raises(ValueError, match="2\\*\\*63"):
+        tsdb.incr_many([(project, "received", now, tsdb.MAX_COUNT), (project, "received", now, 1)])
+    assert not EventCount.objects.exists()
+
+
+def test_items_failing_late_in_a_generator_write_nothing(project: Project, now: datetime) -> None:
+    def items() -> Any:
+        yield from big_batch(project, now, 500)
+        raise RuntimeError("the producer broke")
+
+    with pytest.raises(RuntimeError):
+        tsdb.incr_many(items())
+    assert not EventCount.objects.exists()
