@@ -61,7 +61,13 @@ def _build_names(connection: BaseDatabaseWrapper) -> dict[str, str]:
 
 
 def _write_connection() -> BaseDatabaseWrapper:
-    return connections[router.db_for_write(EventCount)]
+    """The connection counts are written through; our SQL speaks two dialects."""
+    connection = connections[router.db_for_write(EventCount)]
+    if connection.vendor not in SUPPORTED_VENDORS:
+        raise NotImplementedError(
+            f"project_stats supports PostgreSQL and SQLite, not {connection.vendor}"
+        )
+    return connection
 
 
 def upsert(rows: Sequence[Row]) -> None:
@@ -78,12 +84,8 @@ def upsert(rows: Sequence[Row]) -> None:
     with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             _upsert_postgresql(cursor, names, rows)
-        elif connection.vendor == "sqlite":
-            _upsert_values(cursor, connection, names, rows)
         else:
-            raise NotImplementedError(
-                f"project_stats supports PostgreSQL and SQLite, not {connection.vendor}"
-            )
+            _upsert_values(cursor, connection, names, rows)
 
 
 def _upsert_postgresql(cursor: Any, names: dict[str, str], rows: Sequence[Row]) -> None:
@@ -349,10 +351,6 @@ def backfill_chunk(
     rows inserted or changed (would be, with ``dry_run``). One transaction.
     """
     connection = _write_connection()
-    if connection.vendor not in SUPPORTED_VENDORS:
-        raise NotImplementedError(
-            f"project_stats supports PostgreSQL and SQLite, not {connection.vendor}"
-        )
     ctes, params = _comparison(
         connection,
         source=source,
