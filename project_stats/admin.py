@@ -307,8 +307,9 @@ class ApiTokenAdmin(admin.ModelAdmin):
         self, request: HttpRequest, obj: ApiToken | None = None, change: bool = False, **kwargs: Any
     ) -> Any:
         form = super().get_form(request, obj, change=change, **kwargs)
-        # A class made for this request (modelform_factory), so this stays per request.
-        form.issued_by = request.user
+        # A class made for this request (modelform_factory), so this stays per
+        # request; the attribute is ApiTokenForm.issued_by.
+        form.issued_by = request.user  # type: ignore[attr-defined]
         return form
 
     def get_autocomplete_fields(self, request: HttpRequest) -> list[str]:
