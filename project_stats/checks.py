@@ -80,6 +80,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="project_stats.E005",
             )
         )
+    max_total = project_stats_settings.raw("MAX_TOTAL_POINTS")
+    if isinstance(max_total, bool) or not isinstance(max_total, int) or max_total <= 0:
+        errors.append(
+            Error(
+                f"PROJECT_STATS['MAX_TOTAL_POINTS'] must be a positive integer, got {max_total!r}.",
+                hint=f"The default is {DEFAULTS['MAX_TOTAL_POINTS']}.",
+                id="project_stats.E020",
+            )
+        )
     timestamp_format = project_stats_settings.raw("TIMESTAMP_FORMAT")
     if timestamp_format not in ("int", "float"):
         errors.append(

@@ -27,6 +27,9 @@ def test_defaults_pass(settings) -> None:  # type: ignore[no-untyped-def]
         ({"MAX_POINTS": 0}, "project_stats.E005"),
         ({"MAX_POINTS": "many"}, "project_stats.E005"),
         ({"TIMESTAMP_FORMAT": "iso"}, "project_stats.E006"),
+        ({"MAX_TOTAL_POINTS": 0}, "project_stats.E020"),
+        ({"MAX_TOTAL_POINTS": "many"}, "project_stats.E020"),
+        ({"MAX_TOTAL_POINTS": True}, "project_stats.E020"),
     ],
 )
 def test_bad_settings_are_reported(settings, value: dict, expected: str) -> None:  # type: ignore[no-untyped-def]
