@@ -18,6 +18,9 @@ DEFAULTS: dict[str, Any] = {
     # Largest answer one read of several series may build (group=project):
     # series x points; ten series of MAX_POINTS by default.
     "MAX_TOTAL_POINTS": 100_000,
+    # Authentication classes (dotted paths) whose users act with every scope,
+    # limited by membership only; any other class without token scopes has none.
+    "FULL_SCOPE_AUTHENTICATION_CLASSES": ("rest_framework.authentication.SessionAuthentication",),
     # "int" (current Sentry, its OpenAPI schema) or "float" (the spec's example).
     "TIMESTAMP_FORMAT": "int",
 }
@@ -41,6 +44,10 @@ class ProjectStatsSettings:
     @property
     def MAX_TOTAL_POINTS(self) -> int:
         return int(self._get("MAX_TOTAL_POINTS"))
+
+    @property
+    def FULL_SCOPE_AUTHENTICATION_CLASSES(self) -> tuple[str, ...]:
+        return tuple(self._get("FULL_SCOPE_AUTHENTICATION_CLASSES"))
 
     @property
     def TIMESTAMP_FORMAT(self) -> str:
