@@ -32,6 +32,7 @@ from .models import (
     Organization,
     OrganizationMember,
     Project,
+    check_token_owner,
     normalize_scopes,
 )
 from .tsdb.rollups import epoch_to_datetime, format_resolution, parse_resolution
@@ -208,6 +209,20 @@ class ApiTokenForm(forms.ModelForm):
         model = ApiToken
         fields = ["user", "name", "scopes", "expires_at"]
 
+    # Who is asking, set per request by ApiTokenAdmin.get_form.
+    issued_by: Any = None
+
+    def clean_user(self) -> Any:
+        user = self.cleaned_data.get("user")
+        if self.instance.pk is None and user is not None:
+            # The rules of ApiToken.objects.issue: the owner is active, and
+            # only a superuser issues for someone else.
+            try:
+                check_token_owner(user, issued_by=self.issued_by)
+            except ValueError as error:
+                raise forms.ValidationError(str(error)) from None
+        return user
+
     def clean_scopes(self) -> list[str]:
         try:
             return normalize_scopes(self.cleaned_data["scopes"])
@@ -241,6 +256,10 @@ class ApiTokenStatusFilter(admin.SimpleListFilter):
         return None
 
 
+def _is_superuser(request: HttpRequest) -> bool:
+    return bool(getattr(request.user, "is_superuser", False))
+
+
 # Plaintexts of tokens created by an add request, from save_model to response_add.
 # Held in memory for that one request only: never in a message, session or cookie.
 _new_plaintexts: weakref.WeakKeyDictionary[HttpRequest, str] = weakref.WeakKeyDictionary()
@@ -267,7 +286,6 @@ class ApiTokenAdmin(admin.ModelAdmin):
     list_filter = [ApiTokenStatusFilter]
     list_select_related = ["user"]
     search_fields = ["prefix", "name", "user__username"]
-    autocomplete_fields = ["user"]
     actions = ["revoke_selected"]
     created_template = "admin/project_stats/apitoken/token_created.html"
 
@@ -284,6 +302,25 @@ class ApiTokenAdmin(admin.ModelAdmin):
         if obj.is_revoked:
             return "revoked"
         return "expired" if obj.is_expired() else "active"
+
+    def get_form(
+        self, request: HttpRequest, obj: ApiToken | None = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        form = super().get_form(request, obj, change=change, **kwargs)
+        # A class made for this request (modelform_factory), so this stays per
+        # request; the attribute is ApiTokenForm.issued_by.
+        form.issued_by = request.user  # type: ignore[attr-defined]
+        return form
+
+    def get_autocomplete_fields(self, request: HttpRequest) -> list[str]:
+        # Only superusers choose among users; others issue for themselves.
+        return ["user"] if _is_superuser(request) else []
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "user" and not _is_superuser(request):
+            kwargs["queryset"] = db_field.related_model._default_manager.filter(pk=request.user.pk)
+            kwargs["initial"] = request.user.pk
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def get_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> tuple[str, ...]:
         if obj is None:

@@ -69,12 +69,12 @@ class BearerTokenAuthentication(BaseAuthentication):
         request._request.exception_reporter_filter = (  # type: ignore[attr-defined]
             TokenSafeExceptionReporterFilter()
         )
-        throttle = FailedAuthenticationThrottle()
-        throttle.check(request)
         try:
             return self._authenticate_parts(parts)
         except AuthenticationFailed:
-            throttle.record_failure()
+            # 429 instead of 401 once the address has failed too often; a
+            # valid token is never refused, so nobody can lock others out.
+            FailedAuthenticationThrottle().record_failure(request)
             raise
 
     def _authenticate_parts(self, parts: list[str]) -> tuple[Any, ApiToken]:

@@ -7,6 +7,8 @@ from typing import Any
 
 from django.core.checks import CheckMessage, Error, Warning, register
 from django.db import connections, router
+from django.utils.module_loading import import_string
+from rest_framework.authentication import BaseAuthentication
 from rest_framework.settings import api_settings
 
 from .conf import DEFAULTS, project_stats_settings
@@ -68,6 +70,30 @@ def _rollups_errors(value: Any) -> list[CheckMessage]:
     return errors
 
 
+def _full_scope_errors(value: Any) -> list[CheckMessage]:
+    name = "PROJECT_STATS['FULL_SCOPE_AUTHENTICATION_CLASSES']"
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        return [
+            Error(
+                f"{name} must be a list of dotted paths to authentication classes, got {value!r}.",
+                hint=f"The default is {list(DEFAULTS['FULL_SCOPE_AUTHENTICATION_CLASSES'])!r}.",
+                id="project_stats.E021",
+            )
+        ]
+    errors: list[CheckMessage] = []
+    for path in value:
+        try:
+            cls = import_string(path)
+        except ImportError as error:
+            problem = f"cannot be imported ({error})"
+        else:
+            if isinstance(cls, type) and issubclass(cls, BaseAuthentication):
+                continue
+            problem = "is not a DRF authentication class (a BaseAuthentication subclass)"
+        errors.append(Error(f"{name}: {path!r} {problem}.", id="project_stats.E022"))
+    return errors
+
+
 @register()
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     errors = _rollups_errors(project_stats_settings.raw("ROLLUPS"))
@@ -80,6 +106,18 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="project_stats.E005",
             )
         )
+    max_total = project_stats_settings.raw("MAX_TOTAL_POINTS")
+    if isinstance(max_total, bool) or not isinstance(max_total, int) or max_total <= 0:
+        errors.append(
+            Error(
+                f"PROJECT_STATS['MAX_TOTAL_POINTS'] must be a positive integer, got {max_total!r}.",
+                hint=f"The default is {DEFAULTS['MAX_TOTAL_POINTS']}.",
+                id="project_stats.E020",
+            )
+        )
+    errors.extend(
+        _full_scope_errors(project_stats_settings.raw("FULL_SCOPE_AUTHENTICATION_CLASSES"))
+    )
     timestamp_format = project_stats_settings.raw("TIMESTAMP_FORMAT")
     if timestamp_format not in ("int", "float"):
         errors.append(

@@ -15,6 +15,12 @@ DEFAULTS: dict[str, Any] = {
     "ROLLUPS": ((10, 360), (3600, 168), (86400, 90)),
     # Largest series one read may build.
     "MAX_POINTS": 10_000,
+    # Largest answer one read of several series may build (group=project):
+    # series x points; ten series of MAX_POINTS by default.
+    "MAX_TOTAL_POINTS": 100_000,
+    # Authentication classes (dotted paths) whose users act with every scope,
+    # limited by membership only; any other class without token scopes has none.
+    "FULL_SCOPE_AUTHENTICATION_CLASSES": ("rest_framework.authentication.SessionAuthentication",),
     # "int" (current Sentry, its OpenAPI schema) or "float" (the spec's example).
     "TIMESTAMP_FORMAT": "int",
 }
@@ -34,6 +40,14 @@ class ProjectStatsSettings:
     @property
     def MAX_POINTS(self) -> int:
         return int(self._get("MAX_POINTS"))
+
+    @property
+    def MAX_TOTAL_POINTS(self) -> int:
+        return int(self._get("MAX_TOTAL_POINTS"))
+
+    @property
+    def FULL_SCOPE_AUTHENTICATION_CLASSES(self) -> tuple[str, ...]:
+        return tuple(self._get("FULL_SCOPE_AUTHENTICATION_CLASSES"))
 
     @property
     def TIMESTAMP_FORMAT(self) -> str:

@@ -1,47 +1,107 @@
 """How the API answers errors that are not the client's fault.
 
-DRF's own handler covers ``APIException``s and leaves everything else to
-Django, which answers a lost database connection with its HTML 500 page.
-:func:`exception_handler` adds one case: the database is unreachable or the
-connection was cut (``OperationalError``, ``InterfaceError``), answered as
-503 with a JSON ``detail`` and ``Retry-After``, so clients back off and
-retry. Django closes the broken connection when the request ends (it marks
-errors on the connection wrapper), so the next request connects afresh.
+:func:`exception_handler` translates one kind of error: a service the
+request needs cannot be reached right now (:func:`is_unavailable`: today a
+PostgreSQL connection refused or lost). That answers 503 with a JSON
+``detail`` and ``Retry-After``, so clients back off and retry; Django closes
+the broken connection when the request ends (it marks errors on the
+connection wrapper), so the next request connects afresh.
+
+Everything else goes to the site's ``REST_FRAMEWORK["EXCEPTION_HANDLER"]``
+(DRF's own by default), so API errors keep the site's format, and what no
+handler answers (a missing table, a statement timeout, a bug) is a real 500
+through Django's error reporting: ``got_request_exception``, the traceback
+in the ``django.request`` log, the mail to ``ADMINS``.
 
 The stats views use it through ``get_exception_handler``; a site that wants
-it for its own DRF views too can set
-``REST_FRAMEWORK["EXCEPTION_HANDLER"] = "project_stats.exceptions.exception_handler"``.
+the 503 for its own DRF views too can set
+``REST_FRAMEWORK["EXCEPTION_HANDLER"] = "project_stats.exceptions.exception_handler"``,
+or call :func:`exception_handler` from its own handler.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any, cast
 
-from django.db import InterfaceError, OperationalError
+from django.db import OperationalError
 from rest_framework import status
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
 
-__all__ = ["DATABASE_UNAVAILABLE", "RETRY_AFTER_SECONDS", "exception_handler"]
+__all__ = ["DATABASE_UNAVAILABLE", "RETRY_AFTER_SECONDS", "exception_handler", "is_unavailable"]
 
 DATABASE_UNAVAILABLE = "The database is unavailable; try again shortly."
 # Long enough for a failover or a restart to finish, short enough for dashboards.
 RETRY_AFTER_SECONDS = 5
 
+# PostgreSQL error codes of a server that refuses or drops the connection:
+# class 08 (connection exception) is matched by its prefix; then
+# admin_shutdown (pg_terminate_backend, a fast shutdown), crash_shutdown,
+# cannot_connect_now (starting up, recovering), idle_session_timeout and
+# too_many_connections.
+_CONNECTION_CLASS = "08"
+_CONNECTION_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "57P05", "53300"})
+
 logger = logging.getLogger(__name__)
+
+_Handler = Callable[[Exception, dict[str, Any]], Response | None]
+
+# Set while the site's handler runs, so a site handler that calls ours in
+# turn gets DRF's instead of itself again.
+_in_site_handler: ContextVar[bool] = ContextVar("project_stats_in_site_handler", default=False)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database could not be reached: answer 503, not 500.
+
+    True for a Django ``OperationalError`` raised from a psycopg error that
+    either carries no SQLSTATE (the driver's own: connecting failed, the
+    connection was lost or is closed) or carries one of a server refusing
+    or dropping connections. False for everything else, a lost connection
+    being the one failure a retry fixes without anyone acting: a missing
+    table, a statement or lock timeout, a deadlock, a serialization
+    failure, other database errors and SQLite's errors (an in-process
+    library has no connection to lose; its ``database is locked`` is an
+    overloaded or stuck writer, which the site must hear about).
+    """
+    if not isinstance(exc, OperationalError):
+        return False
+    cause = exc.__cause__
+    if cause is None or not type(cause).__module__.startswith("psycopg"):
+        return False
+    sqlstate = getattr(cause, "sqlstate", None)
+    if sqlstate is None:
+        return True
+    return str(sqlstate).startswith(_CONNECTION_CLASS) or sqlstate in _CONNECTION_SQLSTATES
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """DRF's handler, plus 503 for a database that cannot be reached."""
-    if isinstance(exc, OperationalError | InterfaceError):
+    """503 for :func:`is_unavailable`; anything else to the site's handler."""
+    if is_unavailable(exc):
         # The class name is enough to diagnose; the message may quote a DSN.
-        logger.warning("Database unavailable (%s); answering 503.", type(exc).__name__)
+        logger.warning("Database unavailable (%s); answering 503.", type(exc.__cause__).__name__)
         set_rollback()
         return Response(
             {"detail": DATABASE_UNAVAILABLE},
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
-    return drf_exception_handler(exc, context)
+    return _site_exception_handler(exc, context)
+
+
+def _site_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    # DRF imports the dotted path on first use (and again when settings change).
+    site_handler = cast(_Handler, api_settings.EXCEPTION_HANDLER)
+    if site_handler is exception_handler or _in_site_handler.get():
+        return drf_exception_handler(exc, context)
+    reset = _in_site_handler.set(True)
+    try:
+        response = site_handler(exc, context)
+    finally:
+        _in_site_handler.reset(reset)
+    return response

@@ -203,6 +203,26 @@ def _aware_now(now: datetime | None) -> datetime:
     return now
 
 
+def check_token_owner(user: AbstractBaseUser, *, issued_by: AbstractBaseUser | None = None) -> None:
+    """``ValueError`` unless ``issued_by`` may issue a token acting as ``user``.
+
+    The user must be saved and active. ``issued_by`` is who asks (a user in
+    the admin) or ``None`` for the site itself (code, a management command):
+    a user who is not a superuser may issue tokens only for themself, since
+    a token acts with all of its owner's rights.
+    """
+    if user.pk is None:
+        raise ValueError("user must be saved")
+    if not user.is_active:
+        raise ValueError(f"User {user.get_username()!r} is inactive.")
+    if (
+        issued_by is not None
+        and not getattr(issued_by, "is_superuser", False)
+        and issued_by.pk != user.pk
+    ):
+        raise ValueError("Only superusers may issue tokens for other users.")
+
+
 class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
     def issue(
         self,
@@ -212,18 +232,18 @@ class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
         scopes: Iterable[str] = DEFAULT_TOKEN_SCOPES,
         expires_at: datetime | None = None,
         now: datetime | None = None,
+        issued_by: AbstractBaseUser | None = None,
     ) -> tuple[ApiToken, str]:
         """Create a token for ``user``; returns ``(token, plaintext)``.
 
         The plaintext exists only in the return value: keep it or lose it.
         ``ValueError`` (and nothing created) for an unsaved or inactive user,
-        unknown or no scopes, a name over 100 characters (or with NUL), or an ``expires_at``
-        that is naive or not in the future.
+        an ``issued_by`` who may not issue for ``user`` (see
+        :func:`check_token_owner`), unknown or no scopes, a name over 100
+        characters (or with NUL), or an ``expires_at`` that is naive or not
+        in the future.
         """
-        if user.pk is None:
-            raise ValueError("user must be saved")
-        if not user.is_active:
-            raise ValueError(f"User {user.get_username()!r} is inactive.")
+        check_token_owner(user, issued_by=issued_by)
         if not isinstance(name, str) or len(name) > MAX_TOKEN_NAME_LENGTH or "\x00" in name:
             raise ValueError(
                 f"name must be a string of at most {MAX_TOKEN_NAME_LENGTH} characters, without NUL"

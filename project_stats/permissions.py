@@ -22,17 +22,20 @@ A view checks, in this order:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
 from rest_framework.exceptions import NotFound
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from .conf import project_stats_settings
 from .constants import SCOPES
 from .models import ApiToken, Organization, Project
 from .sql import visible_project
@@ -53,18 +56,27 @@ _MAX_SLUG_LENGTH = 50
 UserLike = AbstractBaseUser | AnonymousUser
 
 
+@functools.cache
+def _authentication_classes(paths: tuple[str, ...]) -> tuple[type, ...]:
+    return tuple(import_string(path) for path in paths)
+
+
 def request_scopes(request: Request) -> frozenset[str]:
     """The scopes a request acts with.
 
-    A token request has its token's scopes. A user authenticated without a
-    credential object (a browser session) has every scope, limited only by
-    membership. Anything else (anonymous, another authentication class's
-    credential) has none.
+    A token request has its token's scopes. A user authenticated by one of
+    ``PROJECT_STATS["FULL_SCOPE_AUTHENTICATION_CLASSES"]`` (by default DRF's
+    ``SessionAuthentication``: a user logged in with a browser) has every
+    scope, limited only by membership. Anything else (anonymous, HTTP Basic,
+    ``RemoteUserAuthentication``, another class's token) has none.
     """
     auth = request.auth
     if isinstance(auth, ApiToken):
         return frozenset(s for s in auth.scopes if isinstance(s, str)) & _ALL_SCOPES
-    if auth is None and request.user.is_authenticated:
+    if not request.user.is_authenticated:
+        return frozenset()
+    full = _authentication_classes(project_stats_settings.FULL_SCOPE_AUTHENTICATION_CLASSES)
+    if isinstance(request.successful_authenticator, full):
         return _ALL_SCOPES
     return frozenset()
 

@@ -138,7 +138,8 @@ class OrganizationStatsSchema(StatsSchema):
                 enum=["organization", "project"],
                 default="organization",
                 description="`organization`: one series summed over the projects; "
-                "`project`: an object of series keyed by project id.",
+                "`project`: an object of series keyed by project id; 400 when the "
+                "projects times the points exceed the site's `MAX_TOTAL_POINTS`.",
             ),
             OpenApiParameter(
                 "projectID",

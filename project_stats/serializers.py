@@ -204,6 +204,21 @@ class OrganizationStatsQuerySerializer(StatsQuerySerializer):
         return value
 
 
+def check_total_points(query: Mapping[str, Any], projects: int) -> None:
+    """400 unless ``projects`` series of ``query`` fit in ``MAX_TOTAL_POINTS`` together.
+
+    For ``group=project``: ``MAX_POINTS`` bounds each series, this the answer.
+    """
+    points = point_count(query["start"], query["end"], query["rollup"])
+    total, limit = projects * points, project_stats_settings.MAX_TOTAL_POINTS
+    if total > limit:
+        raise InvalidQuery(
+            f"group=project would return {projects} series of {points} points, {total} "
+            f"points in all; the limit is {limit} (MAX_TOTAL_POINTS). Select fewer projects "
+            "with projectID, narrow since/until or choose a coarser resolution."
+        )
+
+
 class OrganizationSummarySerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
     class Meta:
         model = Organization

@@ -12,22 +12,39 @@ Both are off unless the site sets a rate::
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from rest_framework.exceptions import Throttled
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
-from rest_framework.throttling import SimpleRateThrottle, UserRateThrottle
+from rest_framework.throttling import BaseThrottle, SimpleRateThrottle, UserRateThrottle
 
 __all__ = [
     "AUTH_THROTTLE_SCOPE",
     "THROTTLE_SCOPE",
     "FailedAuthenticationThrottle",
     "ProjectStatsThrottle",
+    "client_address",
 ]
 
 THROTTLE_SCOPE = "project_stats"
 AUTH_THROTTLE_SCOPE = "project_stats_auth"
+
+
+def client_address(request: Request) -> str:
+    """The address a request came from, as far as the site can vouch for it.
+
+    ``REMOTE_ADDR``, unless the site declares its trusted proxies with
+    ``REST_FRAMEWORK["NUM_PROXIES"]``: then DRF's reading of
+    ``X-Forwarded-For`` (the address that many hops from the right). DRF
+    itself believes the whole header when ``NUM_PROXIES`` is unset, which
+    lets any client pick the address it is counted under.
+    """
+    if api_settings.NUM_PROXIES is None:
+        address = request.META.get("REMOTE_ADDR")
+        return address if isinstance(address, str) else ""
+    return BaseThrottle().get_ident(request)
 
 
 def _configured_rate(scope: str) -> str | None:
@@ -50,51 +67,83 @@ class ProjectStatsThrottle(UserRateThrottle):
     def get_rate(self) -> str | None:
         return _configured_rate(self.scope)
 
+    def get_ident(self, request: Request) -> str:
+        return client_address(request)
+
+    def wait(self) -> float:
+        """Seconds until a request is allowed again, never less than one.
+
+        DRF's answers ``None`` when the history holds more requests than
+        the rate allows (the rate was lowered, or workers raced), and its
+        429 then goes out without ``Retry-After``.
+        """
+        duration: int = getattr(self, "duration", None) or 0
+        limit: int = getattr(self, "num_requests", None) or 0
+        # One more request fits once all but (rate - 1) of the history has
+        # left the window; the history is newest first.
+        index = max(limit - 1, 0)
+        if len(self.history) > index:
+            remaining = self.history[index] + duration - self.now
+        else:
+            remaining = duration
+        return float(max(1, math.ceil(remaining)))
+
 
 class FailedAuthenticationThrottle(SimpleRateThrottle):
     """Failed bearer authentications per client address, scope ``project_stats_auth``.
 
-    Not a view throttle: DRF runs those after authentication, too late to
-    stop guessing. :class:`~project_stats.authentication.BearerTokenAuthentication`
-    calls :meth:`check` before looking at a token and :meth:`record_failure`
-    after each failure. Once an address has failed ``rate`` times within the
-    period, every bearer request from it answers 429 (with ``Retry-After``)
-    until the oldest failure leaves the window, a correct token included:
-    otherwise a guesser would learn when it guessed right. Only failures
-    count, so clients with good tokens are never slowed. The address is
-    DRF's (``REMOTE_ADDR``, or ``X-Forwarded-For`` as ``NUM_PROXIES`` says).
-    Off when no rate is set.
+    Not a view throttle: DRF runs those after authentication, too late.
+    :class:`~project_stats.authentication.BearerTokenAuthentication` calls
+    :meth:`record_failure` after each failed attempt, which answers 429
+    (with ``Retry-After``) instead of 401 once the address has failed more
+    than ``rate`` times in the current window. A valid token is never
+    refused: with 256-bit secrets guessing is hopeless, and refusing good
+    tokens would let anyone who can send from (or claim) an address lock
+    its users out. The throttle slows scanners and keeps logs quiet.
+
+    Failures are counted in fixed windows of the rate's period (aligned to
+    the epoch), one cache key per address and window, with ``cache.add``
+    then ``cache.incr``: no read-modify-write, so concurrent failures are
+    all counted where the cache's ``incr`` is atomic (Redis, Memcached,
+    ``LocMemCache`` within one process). At a window's edge an address may
+    fail up to twice the rate in a short time. The address is
+    :func:`client_address`. Off when no rate is set.
     """
 
     scope = AUTH_THROTTLE_SCOPE
     detail = "Too many failed authentication attempts."
+    cache_format = "throttle_%(scope)s_%(ident)s_%(window)d"
 
     def get_rate(self) -> str | None:
         return _configured_rate(self.scope)
 
     def get_cache_key(self, request: Request, view: Any = None) -> str:
-        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+        window = int(self.now // self.duration) if self.duration else 0
+        return self.cache_format % {
+            "scope": self.scope,
+            "ident": client_address(request),
+            "window": window,
+        }
 
-    def _recent(self, key: str, window: int) -> list[float]:
-        """Times of the failures still inside the window, newest first."""
-        return [t for t in self.cache.get(key, []) if t > self.now - window]
+    def _count(self, key: str) -> int:
+        """Add one failure to ``key``'s window; returns the window's count so far."""
+        # add() creates the counter only if it is missing; incr() is the
+        # backend's atomic increment. Should the key expire in between (a
+        # cache evicting it), the next add() starts it again at one.
+        self.cache.add(key, 0, self.duration)
+        try:
+            return int(self.cache.incr(key))
+        except ValueError:
+            if self.cache.add(key, 1, self.duration):
+                return 1
+            return int(self.cache.incr(key))
 
-    def check(self, request: Request) -> None:
-        """Raise ``Throttled`` if the request's address has failed too often lately."""
-        self.key = None
-        limit, window = self.parse_rate(self.rate)
-        if limit is None or window is None:
+    def record_failure(self, request: Request) -> None:
+        """Count a failed attempt of ``request``; raise ``Throttled`` past the rate."""
+        limit, self.duration = self.parse_rate(self.rate)
+        if limit is None or self.duration is None:
             return
-        self.key, self.window = self.get_cache_key(request), window
         self.now = self.timer()
-        self.history = self._recent(self.key, window)
-        if len(self.history) >= limit:
-            raise Throttled(wait=self.wait(), detail=self.detail)
-
-    def record_failure(self) -> None:
-        """Count a failure of the request last passed to :meth:`check`."""
-        if self.key is None:
-            return
-        # Read again: other workers may have recorded failures meanwhile.
-        history = self._recent(self.key, self.window)
-        self.cache.set(self.key, [self.now, *history], self.window)
+        if self._count(self.get_cache_key(request)) > limit:
+            window_end = (self.now // self.duration + 1) * self.duration
+            raise Throttled(wait=max(1, math.ceil(window_end - self.now)), detail=self.detail)

@@ -34,6 +34,7 @@ from .serializers import (
     OrganizationStatsQuerySerializer,
     ProjectSerializer,
     StatsQuerySerializer,
+    check_total_points,
     render_series,
 )
 from .throttling import ProjectStatsThrottle
@@ -190,5 +191,8 @@ class OrganizationStatsView(OrganizationEndpointMixin, StatsEndpoint):
         }
         if query["group"] == "organization":
             return Response(render_series(tsdb.get_range_total(projects, **read)))
-        series = tsdb.get_range_by_project(projects.values_list("pk", flat=True), **read)
+        # The answer's size is known once the projects are: refuse before reading counts.
+        ids = list(projects.values_list("pk", flat=True))
+        check_total_points(query, len(ids))
+        series = tsdb.get_range_by_project(ids, **read)
         return Response({str(pk): render_series(points) for pk, points in series.items()})

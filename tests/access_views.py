@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from rest_framework.authentication import SessionAuthentication
+from rest_framework.authentication import (
+    BasicAuthentication,
+    RemoteUserAuthentication,
+    SessionAuthentication,
+)
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -24,3 +28,9 @@ class ProjectAccessView(APIView):
         project = get_project_or_404(request.user, organization_slug, project_slug)
         self.check_object_permissions(request, project)
         return Response({"project": project.slug})
+
+
+class OtherAuthenticationAccessView(ProjectAccessView):
+    """The same endpoint for HTTP Basic and ``REMOTE_USER`` callers, as a site might add."""
+
+    authentication_classes = [BasicAuthentication, RemoteUserAuthentication]

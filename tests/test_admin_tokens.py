@@ -4,13 +4,18 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.contrib import admin
 from django.contrib.admin.models import LogEntry
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.db import connection
-from django.test import Client
+from django.test import Client, RequestFactory
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import escape
 
 from project_stats import tokens
+from project_stats.admin import ApiTokenAdmin
 from project_stats.models import ApiToken, Project
 
 from .conftest import access_url, bearer
@@ -130,6 +135,79 @@ def test_add_refuses_bad_input(admin_client: Client, overrides: dict[str, Any], 
     assert response.status_code == 200
     assert error in response.content.decode()
     assert not ApiToken.objects.exists()
+
+
+def staff_client(*codenames: str) -> tuple[Client, Any]:
+    """A logged-in staff user who is not a superuser, with these token permissions."""
+    user = UserFactory(is_staff=True, is_superuser=False)
+    user.user_permissions.set(
+        Permission.objects.filter(content_type__app_label="project_stats", codename__in=codenames)
+    )
+    client = Client()
+    client.force_login(user)
+    return client, user
+
+
+def test_a_staff_user_issues_tokens_only_for_themself(project: Project) -> None:
+    client, staff = staff_client("add_apitoken", "view_apitoken")
+    superuser = UserFactory(is_staff=True, is_superuser=True)
+    colleague = OrganizationMemberFactory(organization=project.organization).user
+    page = client.get(reverse(ADD))
+    assert page.status_code == 200
+    html = page.content.decode()
+    # Only themself to choose from, and no user search.
+    assert f'<option value="{staff.pk}" selected>' in html
+    assert f'value="{superuser.pk}"' not in html and f'value="{colleague.pk}"' not in html
+    assert "autocomplete" not in html
+    for other in (superuser, colleague):
+        response = client.post(reverse(ADD), add_form(other, scopes=["project:admin"]))
+        assert response.status_code == 200
+        assert "Select a valid choice" in response.content.decode()
+    assert not ApiToken.objects.exists()
+    response = client.post(reverse(ADD), add_form(staff))
+    assert response.status_code == 200 and "API token created" in response.content.decode()
+    assert ApiToken.objects.get().user == staff
+
+
+def test_the_form_applies_the_owner_rules_whatever_the_choices() -> None:
+    # Should the choices ever widen, the form still refuses on its own.
+    staff = UserFactory(is_staff=True)
+    superuser = UserFactory(is_superuser=True)
+    request = RequestFactory().get("/")
+    request.user = staff
+    form_class = ApiTokenAdmin(ApiToken, admin.site).get_form(
+        request, fields=["user", "name", "scopes", "expires_at"]
+    )
+    form_class.base_fields["user"].queryset = get_user_model().objects.all()
+    form = form_class(data=add_form(superuser))
+    assert not form.is_valid()
+    assert form.errors["user"] == ["Only superusers may issue tokens for other users."]
+
+
+def test_a_superuser_issues_for_others_but_never_for_an_inactive_user(
+    admin_client: Client,
+) -> None:
+    inactive = UserFactory(is_active=False)
+    response = admin_client.post(reverse(ADD), add_form(inactive))
+    assert response.status_code == 200
+    assert escape(f"User {inactive.username!r} is inactive.") in response.content.decode()
+    assert not ApiToken.objects.exists()
+    other = UserFactory()
+    assert admin_client.post(reverse(ADD), add_form(other)).status_code == 200
+    assert ApiToken.objects.get().user == other
+
+
+def test_issue_applies_the_same_rules() -> None:
+    staff, other, superuser = (
+        UserFactory(is_staff=True),
+        UserFactory(),
+        UserFactory(is_superuser=True),
+    )
+    with pytest.raises(ValueError, match="Only superusers may issue tokens for other users."):
+        ApiToken.objects.issue(other, issued_by=staff)
+    assert ApiToken.objects.issue(staff, issued_by=staff)[0].user == staff
+    assert ApiToken.objects.issue(other, issued_by=superuser)[0].user == other
+    assert ApiToken.objects.issue(other)[0].user == other  # the site itself
 
 
 def test_add_with_an_expiry(admin_client: Client) -> None:

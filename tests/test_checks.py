@@ -27,6 +27,20 @@ def test_defaults_pass(settings) -> None:  # type: ignore[no-untyped-def]
         ({"MAX_POINTS": 0}, "project_stats.E005"),
         ({"MAX_POINTS": "many"}, "project_stats.E005"),
         ({"TIMESTAMP_FORMAT": "iso"}, "project_stats.E006"),
+        ({"MAX_TOTAL_POINTS": 0}, "project_stats.E020"),
+        ({"MAX_TOTAL_POINTS": "many"}, "project_stats.E020"),
+        ({"MAX_TOTAL_POINTS": True}, "project_stats.E020"),
+        ({"FULL_SCOPE_AUTHENTICATION_CLASSES": "x.Y"}, "project_stats.E021"),
+        ({"FULL_SCOPE_AUTHENTICATION_CLASSES": [3]}, "project_stats.E021"),
+        ({"FULL_SCOPE_AUTHENTICATION_CLASSES": ["nowhere.Nothing"]}, "project_stats.E022"),
+        (
+            {"FULL_SCOPE_AUTHENTICATION_CLASSES": ["rest_framework.authentication"]},
+            "project_stats.E022",
+        ),
+        (
+            {"FULL_SCOPE_AUTHENTICATION_CLASSES": ["rest_framework.permissions.AllowAny"]},
+            "project_stats.E022",
+        ),
     ],
 )
 def test_bad_settings_are_reported(settings, value: dict, expected: str) -> None:  # type: ignore[no-untyped-def]
@@ -61,3 +75,10 @@ def test_bad_throttle_rates_are_reported(settings, rate: object, scope: str) -> 
     settings.REST_FRAMEWORK = {"DEFAULT_THROTTLE_RATES": {scope: rate}}
     assert [m.id for m in check_throttle_rate()] == ["project_stats.E007"]
     assert scope in check_throttle_rate()[0].msg
+
+
+def test_a_listed_authentication_class_passes(settings) -> None:  # type: ignore[no-untyped-def]
+    settings.PROJECT_STATS = {
+        "FULL_SCOPE_AUTHENTICATION_CLASSES": ("rest_framework.authentication.BasicAuthentication",)
+    }
+    assert ids(settings) == []

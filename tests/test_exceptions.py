@@ -1,24 +1,46 @@
-"""A database that goes away answers 503 with a JSON detail, and the next request recovers."""
+"""A database that goes away answers 503 with a JSON detail, and the next request recovers.
+
+Any other error is a 500 through Django's error reporting, after the site's
+own DRF exception handler had its say.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+import sqlite3
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import django
+import psycopg
+import psycopg.errors as pg
 import pytest
+from django.core import mail
 from django.core.handlers.wsgi import WSGIHandler
-from django.db import InterfaceError, OperationalError, connection
+from django.core.signals import got_request_exception
+from django.db import DatabaseError, OperationalError, connection
 from django.test import Client, RequestFactory
 from django.urls import reverse
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
 
-from project_stats.exceptions import DATABASE_UNAVAILABLE, RETRY_AFTER_SECONDS, exception_handler
-from project_stats.models import ApiToken, Project
+from project_stats.exceptions import (
+    DATABASE_UNAVAILABLE,
+    RETRY_AFTER_SECONDS,
+    exception_handler,
+    is_unavailable,
+)
+from project_stats.models import ApiToken, EventCount, Project
+from project_stats.serializers import InvalidQuery
 
 from .conftest import bearer
+from .db_errors import as_django, lost_connection, sqlite_locked
 from .http import http_get
 
 UNAVAILABLE = {"detail": DATABASE_UNAVAILABLE}
@@ -38,9 +60,48 @@ def assert_503(status: int, headers: Any, body: bytes) -> None:
     assert headers["Retry-After"] == str(RETRY_AFTER_SECONDS)
 
 
-@pytest.mark.parametrize("error", [OperationalError, InterfaceError])
-def test_the_handler_answers_database_errors_with_503(error: type[Exception]) -> None:
-    response = exception_handler(error("connection lost"), {})
+def interface_error() -> Exception:
+    return as_django(psycopg.InterfaceError("the cursor is closed"))
+
+
+def no_such_table() -> Exception:
+    try:
+        sqlite3.connect(":memory:").execute("SELECT * FROM nowhere")
+    except sqlite3.OperationalError as error:
+        return as_django(error)
+    raise AssertionError  # pragma: no cover
+
+
+@pytest.mark.parametrize(
+    ("make", "unavailable"),
+    [
+        # A connection refused or lost: the driver's own errors, or the server's.
+        (lambda tmp: lost_connection(), True),
+        (lambda tmp: as_django(pg.AdminShutdown("terminating connection")), True),
+        (lambda tmp: as_django(pg.CannotConnectNow("the database system is starting up")), True),
+        (lambda tmp: as_django(pg.TooManyConnections("sorry, too many clients already")), True),
+        (lambda tmp: as_django(pg.ConnectionFailure("connection failure")), True),
+        # Everything else is a fault someone must look at.
+        (lambda tmp: as_django(pg.QueryCanceled("canceling statement due to timeout")), False),
+        (lambda tmp: as_django(pg.LockNotAvailable("could not obtain lock")), False),
+        (lambda tmp: as_django(pg.DeadlockDetected("deadlock detected")), False),
+        (lambda tmp: as_django(pg.UndefinedTable('relation "x" does not exist')), False),
+        (lambda tmp: as_django(pg.DiskFull("could not extend file")), False),
+        (lambda tmp: interface_error(), False),
+        (lambda tmp: no_such_table(), False),
+        (lambda tmp: as_django(sqlite_locked(tmp)), False),
+        (lambda tmp: OperationalError("no driver error behind it"), False),
+        (lambda tmp: RuntimeError("a bug"), False),
+    ],
+)
+def test_only_a_refused_or_lost_connection_is_unavailable(
+    tmp_path: Path, make: Callable[[Path], Exception], unavailable: bool
+) -> None:
+    assert is_unavailable(make(tmp_path)) is unavailable
+
+
+def test_the_handler_answers_an_unavailable_database_with_503() -> None:
+    response = exception_handler(lost_connection(), {})
     assert response is not None
     assert response.status_code == 503
     assert response.data == UNAVAILABLE
@@ -49,14 +110,15 @@ def test_the_handler_answers_database_errors_with_503(error: type[Exception]) ->
 
 def test_the_handler_leaves_other_errors_to_drf_and_django() -> None:
     assert exception_handler(RuntimeError("bug"), {}) is None
+    assert exception_handler(as_django(pg.QueryCanceled("timeout")), {}) is None
 
 
 @pytest.mark.django_db
-def test_a_failing_statement_answers_503_on_every_endpoint_then_recovers(
+def test_a_lost_connection_answers_503_on_every_endpoint_then_recovers(
     client: Client, project: Project, member_token: ApiToken
 ) -> None:
     def fail(*args: Any) -> Any:
-        raise OperationalError("server closed the connection unexpectedly")
+        raise lost_connection()
 
     paths = [
         stats_path(project),
@@ -68,6 +130,159 @@ def test_a_failing_statement_answers_503_on_every_endpoint_then_recovers(
             response = client.get(path, **bearer(member_token))
         assert_503(response.status_code, response, response.content)
         assert client.get(path, **bearer(member_token)).status_code == 200
+
+
+# Everything else: a 500 through Django's error reporting.
+
+
+@pytest.fixture
+def reported(settings, caplog: pytest.LogCaptureFixture) -> Iterator[list[BaseException]]:  # type: ignore[no-untyped-def]
+    """The exceptions Django's ``got_request_exception`` announced; ``ADMINS`` set."""
+    settings.ADMINS = (
+        ["ops@example.com"] if django.VERSION >= (6,) else [("Ops", "ops@example.com")]
+    )
+    received: list[BaseException] = []
+
+    def receiver(sender: Any, request: Any, **kwargs: Any) -> None:
+        error = sys.exc_info()[1]
+        assert error is not None
+        received.append(error)
+
+    got_request_exception.connect(receiver)
+    caplog.set_level(logging.ERROR, logger="django.request")
+    yield received
+    got_request_exception.disconnect(receiver)
+
+
+def assert_reported_500(
+    response: Any, reported: list[BaseException], caplog: pytest.LogCaptureFixture
+) -> BaseException:
+    """A 500 that Django reported: the signal, the traceback logged, the mail to ADMINS."""
+    assert response.status_code == 500
+    [error] = reported
+    # Django logs (and mails) every 5xx; only this one has a traceback.
+    [record] = [r for r in caplog.records if r.name == "django.request" and r.exc_info]
+    assert record.levelno == logging.ERROR
+    assert record.exc_info is not None and record.exc_info[1] is error
+    [mail_message] = [m for m in mail.outbox if "Internal Server Error" in m.subject]
+    assert mail_message.to == ["ops@example.com"]
+    assert "Traceback" in mail_message.body and str(error) in mail_message.body
+    return error
+
+
+@pytest.mark.django_db
+def test_a_missing_table_is_a_500_that_reaches_error_reporting(
+    client: Client,
+    project: Project,
+    member_token: ApiToken,
+    reported: list[BaseException],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # As on a site whose migrations were not run (rolled back with the test).
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE {connection.ops.quote_name(EventCount._meta.db_table)}")
+    client.raise_request_exception = False
+    response = client.get(stats_path(project), **bearer(member_token))
+    error = assert_reported_500(response, reported, caplog)
+    assert isinstance(error, DatabaseError)
+    assert EventCount._meta.db_table in str(error)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_a_statement_timeout_is_a_500_that_reaches_error_reporting(
+    client: Client,
+    project: Project,
+    member_token: ApiToken,
+    reported: list[BaseException],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL statement_timeout = '200ms'")
+    client.raise_request_exception = False
+    # The counts are locked by another connection: the read waits, then times out.
+    with table_locked(EventCount._meta.db_table):
+        response = client.get(stats_path(project), **bearer(member_token))
+    error = assert_reported_500(response, reported, caplog)
+    assert isinstance(error, OperationalError)
+    assert isinstance(error.__cause__, pg.QueryCanceled)
+
+
+# The site's own exception handler.
+
+site_handler_calls: list[Exception] = []
+
+
+def recording_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """A site's handler with its own error format."""
+    site_handler_calls.append(exc)
+    response = drf_exception_handler(exc, context)
+    if response is not None:
+        response.data = {"error": response.data["detail"]}
+    return response
+
+
+def wrapping_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """A site's handler that calls ours first, for its own views."""
+    site_handler_calls.append(exc)
+    response = exception_handler(exc, context)
+    if response is not None:
+        response["X-Site-Handler"] = "yes"
+    return response
+
+
+@pytest.fixture
+def site_handler(settings) -> Callable[[str], None]:  # type: ignore[no-untyped-def]
+    site_handler_calls.clear()
+
+    def use(name: str) -> None:
+        settings.REST_FRAMEWORK = {
+            **settings.REST_FRAMEWORK,
+            "EXCEPTION_HANDLER": f"{__name__}.{name}",
+        }
+
+    return use
+
+
+@pytest.mark.django_db
+def test_the_sites_exception_handler_answers_what_the_package_does_not_translate(
+    client: Client,
+    project: Project,
+    member_token: ApiToken,
+    site_handler: Callable[[str], None],
+    reported: list[BaseException],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    site_handler("recording_handler")
+    path = stats_path(project)
+    response = client.get(path + "?stat=nope", **bearer(member_token))
+    assert (response.status_code, response.json()) == (400, {"error": "Invalid stat: nope"})
+    assert [type(e) for e in site_handler_calls] == [InvalidQuery]
+    # The 503 is the package's own answer.
+    with connection.execute_wrapper(lambda *args: (_ for _ in ()).throw(lost_connection())):
+        response = client.get(path, **bearer(member_token))
+    assert_503(response.status_code, response, response.content)
+    assert len(site_handler_calls) == 1
+    # What neither answers is Django's 500, reported.
+    with connection.execute_wrapper(lambda *args: (_ for _ in ()).throw(no_such_table())):
+        client.raise_request_exception = False
+        response = client.get(path, **bearer(member_token))
+    assert_reported_500(response, reported, caplog)
+    assert site_handler_calls[-1] is reported[0]
+
+
+@pytest.mark.django_db
+def test_a_site_handler_that_calls_ours_does_not_loop(
+    client: Client, project: Project, member_token: ApiToken, site_handler: Callable[[str], None]
+) -> None:
+    site_handler("wrapping_handler")
+    path = stats_path(project)
+    response = client.get(path + "?stat=nope", **bearer(member_token))
+    assert response.status_code == 400 and response["X-Site-Handler"] == "yes"
+    with connection.execute_wrapper(lambda *args: (_ for _ in ()).throw(lost_connection())):
+        response = client.get(path, **bearer(member_token))
+    assert_503(response.status_code, response, response.content)
+    assert len(site_handler_calls) == 1  # the package answered alone
 
 
 # PostgreSQL: real connections, terminated by the server.

@@ -237,6 +237,45 @@ def test_errors(
     assert detail in response.json()["detail"]
 
 
+def test_group_project_answers_are_bounded_by_max_total_points(
+    settings,  # type: ignore[no-untyped-def]
+    client: Client,
+    org: Organization,
+    projects: list[Project],
+    auth: dict[str, str],
+    django_assert_num_queries: Any,
+) -> None:
+    settings.PROJECT_STATS = {"MAX_TOTAL_POINTS": 60}
+    get(client, stats_url(org), auth)  # last_used
+    # Refused once the projects are known: token, organization, project ids; no counts.
+    with django_assert_num_queries(3):
+        response = get(client, stats_url(org), auth, group="project")
+    assert response.status_code == 400
+    assert response.json() == {
+        "detail": "group=project would return 3 series of 24 points, 72 points in all; "
+        "the limit is 60 (MAX_TOTAL_POINTS). Select fewer projects with projectID, "
+        "narrow since/until or choose a coarser resolution."
+    }
+    two = [projects[0].pk, projects[1].pk]
+    assert get(client, stats_url(org), auth, group="project", projectID=two).status_code == 200
+    # One summed series is bounded by MAX_POINTS alone.
+    assert get(client, stats_url(org), auth).status_code == 200
+
+
+def test_group_project_is_bounded_by_default(
+    client: Client, org: Organization, auth: dict[str, str]
+) -> None:
+    ProjectFactory.create_batch(11, organization=org)
+    until = 1_700_000_000
+    params = {"group": "project", "resolution": "1h", "until": until, "since": until - 9_999 * 3600}
+    response = get(client, stats_url(org), auth, **params)
+    assert response.status_code == 400
+    assert (
+        "11 series of 10000 points, 110000 points in all; the limit is 100000"
+        in (response.json()["detail"])
+    )
+
+
 @pytest.mark.parametrize("group", ["organization", "project"])
 def test_stats_query_count_does_not_grow_with_projects(
     client: Client,

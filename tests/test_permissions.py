@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from typing import Any
 
@@ -7,6 +8,8 @@ import pytest
 from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import ImproperlyConfigured
 from django.test import Client
+from django.urls import reverse
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.test import APIRequestFactory, force_authenticate
@@ -308,14 +311,70 @@ def drf_request(user: Any = None, token: Any = None) -> Request:
     return request
 
 
+def session_request(user: Any) -> Request:
+    django_request = APIRequestFactory().get("/")
+    django_request.user = user
+    return Request(django_request, authenticators=[SessionAuthentication()])
+
+
 def test_request_scopes() -> None:
     user = UserFactory()
     token = ApiTokenFactory(user=user, scopes=["org:read", "project:write"])
     assert request_scopes(drf_request(user, token)) == {"org:read", "project:write"}
-    assert request_scopes(drf_request(user)) == set(SCOPES)
+    assert request_scopes(session_request(user)) == set(SCOPES)
+    assert request_scopes(session_request(AnonymousUser())) == frozenset()
     assert request_scopes(drf_request()) == frozenset()
-    # A credential from some other authentication class grants nothing here.
+    # Other authentication classes grant nothing here, credential or not.
     assert request_scopes(drf_request(user, "some-other-token")) == frozenset()
+    assert request_scopes(drf_request(user)) == frozenset()
+
+
+def basic(user: Any) -> dict[str, str]:
+    credentials = base64.b64encode(f"{user.username}:password".encode()).decode()
+    return {"HTTP_AUTHORIZATION": f"Basic {credentials}"}
+
+
+@pytest.fixture
+def remote_user_backend(settings) -> None:  # type: ignore[no-untyped-def]
+    settings.AUTHENTICATION_BACKENDS = [
+        "django.contrib.auth.backends.ModelBackend",
+        "django.contrib.auth.backends.RemoteUserBackend",
+    ]
+
+
+def test_other_authentication_classes_get_no_scopes(
+    client: Client, world: World, remote_user_backend: None
+) -> None:
+    member = member_of(world.ours)
+    url = reverse("test-access-other-authentication", args=[world.ours.slug, world.project.slug])
+    for headers in (basic(member), {"REMOTE_USER": member.username}):
+        response = client.get(url, **headers)
+        assert (response.status_code, response.json()) == FORBIDDEN
+    # Those callers did authenticate (a wrong password is a 401); only scopes are missing.
+    assert client.get(url, HTTP_AUTHORIZATION="Basic eDp5").status_code == 401
+
+
+def test_a_site_can_give_an_authentication_class_every_scope(
+    settings,  # type: ignore[no-untyped-def]
+    client: Client,
+    world: World,
+    remote_user_backend: None,
+) -> None:
+    settings.PROJECT_STATS = {
+        "FULL_SCOPE_AUTHENTICATION_CLASSES": [
+            "rest_framework.authentication.SessionAuthentication",
+            "rest_framework.authentication.BasicAuthentication",
+        ]
+    }
+    member = member_of(world.ours)
+    url = reverse("test-access-other-authentication", args=[world.ours.slug, world.project.slug])
+    assert client.get(url, **basic(member)).json() == {"project": world.project.slug}
+    assert client.get(url, REMOTE_USER=member.username).status_code == 403
+    # Membership still decides.
+    other = reverse(
+        "test-access-other-authentication", args=[world.theirs.slug, world.their_project.slug]
+    )
+    assert client.get(other, **basic(member)).status_code == 404
 
 
 def test_request_scopes_ignores_unknown_stored_scopes() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from django.core.cache import cache
-from django.db import OperationalError, connection
+from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -21,6 +21,7 @@ from project_stats.models import ApiToken, Project
 from project_stats.throttling import AUTH_THROTTLE_SCOPE
 
 from .conftest import access_url, bearer
+from .db_errors import lost_connection
 from .factories import ApiTokenFactory
 
 pytestmark = pytest.mark.django_db
@@ -152,7 +153,7 @@ def test_tokens_stay_out_of_logs_and_error_pages(
     ]
 
     def fail(*args: Any) -> Any:
-        raise OperationalError("server closed the connection unexpectedly")
+        raise lost_connection()
 
     stats_url = reverse(
         "project_stats:project-stats", args=[project.organization.slug, project.slug]

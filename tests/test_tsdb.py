@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from django.db import connection, connections
@@ -327,3 +328,20 @@ def test_delete_removes_every_row_of_the_given_projects_only(
 def test_delete_refuses_what_is_not_a_project() -> None:
     with pytest.raises(ValueError, match="project"):
         tsdb.delete(["pump-station"])  # type: ignore[list-item]
+
+
+def test_get_range_by_project_refuses_more_than_max_total_points_before_reading(
+    settings,  # type: ignore[no-untyped-def]
+    now: datetime,
+    django_assert_num_queries: Any,
+) -> None:
+    settings.PROJECT_STATS = {"MAX_TOTAL_POINTS": 48}
+    start = now - timedelta(hours=23)
+    with (
+        django_assert_num_queries(0),
+        pytest.raises(
+            tsdb.QueryError, match="3 series of 24 points would have 72 points; the limit is 48"
+        ),
+    ):
+        tsdb.get_range_by_project([1, 2, 3], "received", start, now, rollup=3600)
+    assert len(tsdb.get_range_by_project([1, 2], "received", start, now, rollup=3600)) == 2

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from .access_views import ProjectAccessView
+from .access_views import OtherAuthenticationAccessView, ProjectAccessView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -10,6 +10,11 @@ urlpatterns = [
         "api/0/test-access/projects/<organization_slug>/<project_slug>/",
         ProjectAccessView.as_view(),
         name="test-access-project",
+    ),
+    path(
+        "api/0/test-access-other/projects/<organization_slug>/<project_slug>/",
+        OtherAuthenticationAccessView.as_view(),
+        name="test-access-other-authentication",
     ),
     path("api/0/schema/", SpectacularAPIView.as_view(), name="schema"),
     path(

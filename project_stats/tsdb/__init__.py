@@ -289,9 +289,17 @@ def get_range_by_project(
     """:func:`get_range` for each project, keyed by primary key, in one query.
 
     Every project given gets a zero-filled series, with or without data.
+    ``QueryError``, before anything is read, when the series would hold
+    more than ``MAX_TOTAL_POINTS`` points together.
     """
     ids = [_project_id(p) for p in projects]
     code, env, rollup, buckets = _plan(stat, start, end, rollup, environment, now)
+    total, limit = len(ids) * len(buckets), project_stats_settings.MAX_TOTAL_POINTS
+    if total > limit:
+        raise QueryError(
+            f"{len(ids)} series of {len(buckets)} points would have {total} points; "
+            f"the limit is {limit}"
+        )
     if not buckets or not ids:
         return {pk: [] for pk in ids}
     stored = database.read_buckets_by_project(ids, code, env, rollup, buckets[0], buckets[-1])

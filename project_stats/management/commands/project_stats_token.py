@@ -14,9 +14,15 @@ from project_stats.models import DEFAULT_TOKEN_SCOPES, ApiToken
 
 
 class Command(BaseCommand):
+    # Whoever runs manage.py acts as the site itself (as with createsuperuser):
+    # any active user may be given a token here. In the admin, only
+    # superusers issue tokens for other users.
     help = (
-        "Issue an API token for USERNAME. The token is printed once, as the last line "
-        "of the output; only its digest is stored."
+        "Issue an API token for USERNAME, who must be active; the token acts with all of "
+        "USERNAME's rights within its scopes. Running this command is acting as the site: "
+        "it may issue for any active user, superusers included (in the admin, a staff user "
+        "who is not a superuser may issue tokens only for themself). The token is printed "
+        "once, as the last line of the output; only its digest is stored."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
