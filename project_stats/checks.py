@@ -172,8 +172,8 @@ def check_digits_only_slugs(
                 Warning(
                     f"{total} {name} in database {alias!r} with a slug of digits only, "
                     f"which API paths read as an id: {', '.join(listed)}{more}.",
-                    hint="They are reachable by id only; give each a slug with a letter "
-                    "or a hyphen (the admin refuses digits-only slugs now).",
+                    hint="They are reachable by id only: give each a slug with a letter "
+                    "or a hyphen, as model validation (and so the admin) requires.",
                     obj=model,
                     id="project_stats.W002",
                 )
