@@ -4,12 +4,15 @@ following the README's "Installation into an existing site" and nothing else,
 then issue a token and read 24 points from the endpoint over real HTTP.
 
 Run with the development venv's Python (it has ``build``): ``.venv/bin/python
-.ci/wheel_test.py``. Packages come from PyPI through pip (and its cache).
+.ci/wheel_test.py [--python INTERPRETER]``, the fresh venv's interpreter being
+that one (default: the running one). Packages come from PyPI through pip (and
+its cache); pip picks the newest Django the interpreter can run.
 Exits non-zero, saying why, on the first thing that is wrong.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -20,7 +23,6 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-import venv
 import zipfile
 from email.parser import Parser
 from pathlib import Path
@@ -189,14 +191,14 @@ def python_edits(code: str) -> dict[str, str]:
     return {name: "\n".join(lines) + "\n" for name, lines in edits.items()}
 
 
-def follow_readme(work: Path, wheel: Path) -> tuple[Path, Path, dict[str, str]]:
+def follow_readme(work: Path, wheel: Path, interpreter: str) -> tuple[Path, Path, dict[str, str]]:
     """Does what the section says; returns the venv's python, the site, its env."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env.pop("DJANGO_SETTINGS_MODULE", None)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     site = work / "site"
     python = work / "venv" / "bin" / "python"
-    venv.create(work / "venv", with_pip=True)
+    run(interpreter, "-m", "venv", work / "venv", env=env)
     installed = False
     for language, code in re.findall(r"```(\w+)\n(.*?)```", installation_section(), re.S):
         if language == "python":
@@ -282,6 +284,9 @@ def serve_and_read(
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--python", default=sys.executable, help="the fresh venv's interpreter")
+    interpreter = parser.parse_args().python
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="project-stats-wheel-") as tmp:
         work = Path(tmp)
@@ -291,7 +296,9 @@ def main() -> int:
             check_sdist(sdist)
             check_wheel(wheel)
             step("a fresh venv and a new site, following the README's installation section")
-            python, site, env = follow_readme(work, wheel)
+            python, site, env = follow_readme(work, wheel, interpreter)
+            versions = "import sys, django; print(sys.version.split()[0], django.__version__)"
+            print("   Python {} with Django {}".format(*run(python, "-c", versions).split()))
             step("a user, an organization, a project and counts")
             seeded = run(python, "manage.py", "shell", "-c", SEED, cwd=site, env=env)
             module, seeded_at = seeded.strip().splitlines()[-2:]
