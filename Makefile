@@ -13,7 +13,7 @@ CHROMIUM ?= /usr/bin/chromium
 export CHROMIUM
 PG_URL := $(or $(DATABASE_URL),postgres://postgres@127.0.0.1:5432/test)
 
-.PHONY: venv browser test lint typecheck run clean bench bench-backfill soak
+.PHONY: venv browser test lint typecheck run clean bench bench-backfill soak dist wheel-test
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,14 @@ lint: venv
 
 typecheck: venv
 	$(VENV)/bin/mypy
+
+# The sdist and the wheel, in dist/.
+dist: venv
+	$(PY) -m build
+
+# The wheel installed into a fresh venv and serving a site made from the README.
+wheel-test: venv
+	$(PY) .ci/wheel_test.py
 
 DEMO_URL := http://127.0.0.1:$(PORT)
 EXAMPLE_PATH := /api/0/projects/the-interstellar-jurisdiction/pump-station/stats/

@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from django.core.checks import CheckMessage, Error, Warning, register
-from django.db import connections, router
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.db import DatabaseError, connections, router
+from django.db.models import Model, QuerySet
 from django.utils.module_loading import import_string
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.settings import api_settings
@@ -164,3 +165,55 @@ def check_throttle_rate(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
             )
         )
     return errors
+
+
+# How many rows one W002 warning names; the rest are counted.
+_LISTED_ROWS = 20
+
+
+@register(Tags.database)
+def check_digits_only_slugs(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Rows whose slug is only digits: API paths read such a segment as an id.
+
+    A data check, so tagged ``database``: it runs under ``check --database ALIAS``,
+    ``migrate`` and the test runner, never on a plain ``check`` or ``runserver``.
+    Before the tables exist (``migrate`` runs checks first) it has nothing to say.
+    """
+    from .models import DIGITS_ONLY_SLUG, Organization, Project
+
+    sources: list[tuple[type[Model], QuerySet[Any]]] = [
+        (Organization, Organization._default_manager.all()),
+        (Project, Project._default_manager.select_related("organization")),
+    ]
+    warnings: list[CheckMessage] = []
+    for alias in databases or ():
+        for model, queryset in sources:
+            if not router.allow_migrate_model(alias, model):
+                continue
+            try:
+                with connections[alias].cursor() as cursor:
+                    tables = connections[alias].introspection.table_names(cursor)
+                if model._meta.db_table not in tables:
+                    continue
+                rows = queryset.using(alias).filter(slug__regex=DIGITS_ONLY_SLUG)
+                total = rows.count()
+                listed = [f"{row} (id {row.pk})" for row in rows.order_by("pk")[:_LISTED_ROWS]]
+            except DatabaseError:
+                continue  # unreachable: other checks and commands say so
+            if not total:
+                continue
+            more = f" and {total - len(listed)} more" if total > len(listed) else ""
+            name = model._meta.verbose_name if total == 1 else model._meta.verbose_name_plural
+            warnings.append(
+                Warning(
+                    f"{total} {name} in database {alias!r} with a slug of digits only, "
+                    f"which API paths read as an id: {', '.join(listed)}{more}.",
+                    hint="They are reachable by id only: give each a slug with a letter "
+                    "or a hyphen, as model validation (and so the admin) requires.",
+                    obj=model,
+                    id="project_stats.W002",
+                )
+            )
+    return warnings

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
 from django.db import models, transaction
 from django.utils import timezone
 
@@ -17,9 +18,19 @@ from .constants import MAX_ENVIRONMENT_LENGTH, SCOPES, Stat
 if TYPE_CHECKING:
     from django.contrib.auth.base_user import AbstractBaseUser
 
+# An API path segment of digits only is read as an id, so such a slug could never
+# be reached by its slug.
+DIGITS_ONLY_SLUG = r"\A[0-9]+\Z"
+validate_not_digits_only = RegexValidator(
+    DIGITS_ONLY_SLUG,
+    inverse_match=True,
+    message="A slug of digits only reads as an id: add a letter or a hyphen.",
+    code="digits_only",
+)
+
 
 class Organization(models.Model):
-    slug = models.SlugField(max_length=50, unique=True)
+    slug = models.SlugField(max_length=50, unique=True, validators=[validate_not_digits_only])
     name = models.CharField(max_length=64)
     date_added = models.DateTimeField(auto_now_add=True)
 
@@ -34,7 +45,7 @@ class Project(models.Model):
     organization = models.ForeignKey(
         Organization, on_delete=models.CASCADE, related_name="projects"
     )
-    slug = models.SlugField(max_length=50)
+    slug = models.SlugField(max_length=50, validators=[validate_not_digits_only])
     name = models.CharField(max_length=200)
     date_added = models.DateTimeField(auto_now_add=True)
 

@@ -64,12 +64,36 @@ class BearerTokenScheme(OpenApiAuthenticationExtension):  # type: ignore[no-unty
         return {self.name: sorted(scopes)}
 
 
+# The path parameters as Sentry's current schema names them: a segment of digits
+# only is the numeric id, anything else the slug (which therefore never is digits only).
+ORGANIZATION_PARAMETER = OpenApiParameter(
+    "organization_id_or_slug",
+    OpenApiTypes.STR,
+    OpenApiParameter.PATH,
+    description="The ID or slug of the organization the resource belongs to: "
+    "digits only are the numeric ID, anything else the slug.",
+)
+PROJECT_PARAMETER = OpenApiParameter(
+    "project_id_or_slug",
+    OpenApiTypes.STR,
+    OpenApiParameter.PATH,
+    description="The ID or slug of the project the resource belongs to: digits only "
+    "are the numeric ID, anything else the slug. Project slugs are unique within "
+    "each organization.",
+)
+
+
 class StatsSchema(AutoSchema):
-    """The query parameters shared by the stats endpoints."""
+    """The path and query parameters shared by the stats endpoints."""
 
     def get_override_parameters(self) -> list[Any]:
         resolutions = [format_resolution(r) for r, _ in project_stats_settings.ROLLUPS]
+        # Only those the operation's path has: the organization endpoint has no project.
+        path = [
+            p for p in (ORGANIZATION_PARAMETER, PROJECT_PARAMETER) if f"{{{p.name}}}" in self.path
+        ]
         return [
+            *path,
             OpenApiParameter(
                 "stat",
                 OpenApiTypes.STR,
@@ -173,6 +197,7 @@ organization_projects_schema = extend_schema_view(
         operation_id="listOrganizationProjects",
         summary="List an Organization's Projects",
         tags=["Organizations"],
+        parameters=[ORGANIZATION_PARAMETER],
         responses={
             200: ProjectSerializer(many=True),
             400: _error("Bad filter or cursor"),

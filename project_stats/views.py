@@ -83,11 +83,13 @@ class ProjectStatsView(StatsEndpoint):
     schema = StatsSchema()
 
     @project_stats_schema
-    def get(self, request: Request, organization_slug: str, project_slug: str) -> Response:
+    def get(
+        self, request: Request, organization_id_or_slug: str, project_id_or_slug: str
+    ) -> Response:
         try:
-            project = get_project_or_404(request.user, organization_slug, project_slug)
+            project = get_project_or_404(request.user, organization_id_or_slug, project_id_or_slug)
         except NotFound:
-            return self._redirect_renamed(request, organization_slug, project_slug)
+            return self._redirect_renamed(request, organization_id_or_slug, project_id_or_slug)
         self.check_object_permissions(request, project)
         now = timezone.now()
         query = StatsQuerySerializer(data=request.query_params, context={"now": now}).query(
@@ -105,19 +107,24 @@ class ProjectStatsView(StatsEndpoint):
         return Response(render_series(points))
 
     def _redirect_renamed(
-        self, request: Request, organization_slug: str, project_slug: str
+        self, request: Request, organization_id_or_slug: str, project_id_or_slug: str
     ) -> Response:
         """302 to a renamed project's current path, after the same access checks."""
-        target: Project | None = ProjectRedirect.objects.target(organization_slug, project_slug)
+        target: Project | None = ProjectRedirect.objects.target(
+            organization_id_or_slug, project_id_or_slug
+        )
         if target is None:
             raise NotFound("The requested resource does not exist")
-        project = get_project_or_404(request.user, organization_slug, target.slug)
+        project = get_project_or_404(request.user, organization_id_or_slug, target.slug)
         self.check_object_permissions(request, project)
         match = request.resolver_match
         view_name = match.view_name if match is not None else "project_stats:project-stats"
         location = reverse(
             view_name,
-            kwargs={"organization_slug": organization_slug, "project_slug": project.slug},
+            kwargs={
+                "organization_id_or_slug": organization_id_or_slug,
+                "project_id_or_slug": project.slug,
+            },
         )
         if request.META.get("QUERY_STRING"):
             location += "?" + request.META["QUERY_STRING"]
@@ -129,8 +136,8 @@ class OrganizationEndpointMixin:
 
     required_scopes = ORG_READ_SCOPES
 
-    def get_organization(self, request: Request, organization_slug: str) -> Organization:
-        organization = get_organization_or_404(request.user, organization_slug)
+    def get_organization(self, request: Request, organization_id_or_slug: str) -> Organization:
+        organization = get_organization_or_404(request.user, organization_id_or_slug)
         self.check_object_permissions(request, organization)  # type: ignore[attr-defined]
         return organization
 
@@ -150,7 +157,7 @@ class OrganizationProjectsView(OrganizationEndpointMixin, StatsEndpoint, ListAPI
     def get_queryset(self) -> Any:
         if getattr(self, "swagger_fake_view", False):  # schema generation
             return Project.objects.none()
-        organization = self.get_organization(self.request, self.kwargs["organization_slug"])
+        organization = self.get_organization(self.request, self.kwargs["organization_id_or_slug"])
         # Ordered by slug for stable pages; the organization is already loaded.
         return (
             Project.objects.filter(organization=organization)
@@ -169,8 +176,8 @@ class OrganizationStatsView(OrganizationEndpointMixin, StatsEndpoint):
     schema = OrganizationStatsSchema()
 
     @organization_stats_schema
-    def get(self, request: Request, organization_slug: str) -> Response:
-        organization = self.get_organization(request, organization_slug)
+    def get(self, request: Request, organization_id_or_slug: str) -> Response:
+        organization = self.get_organization(request, organization_id_or_slug)
         now = timezone.now()
         query = OrganizationStatsQuerySerializer(
             data=request.query_params, context={"now": now}

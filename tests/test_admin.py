@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from project_stats import tsdb
 from project_stats.admin import chart_points
-from project_stats.models import EventCount, Project
+from project_stats.models import EventCount, Organization, Project
 from project_stats.tsdb.rollups import bucket_start
 
 from .factories import OrganizationMemberFactory, ProjectFactory
@@ -210,6 +210,49 @@ def test_organization_page_lists_members_and_projects(
         admin_client.get(reverse("admin:project_stats_organization_changelist")).status_code == 200
     )
     assert admin_client.get(reverse("admin:project_stats_project_changelist")).status_code == 200
+
+
+# Slugs of digits only: an API path reads them as ids
+
+
+def test_the_project_admin_refuses_a_slug_of_digits_only(
+    admin_client: Client, project: Project
+) -> None:
+    add = reverse("admin:project_stats_project_add")
+    data = {"organization": project.organization.pk, "slug": "2024", "name": "2024"}
+    response = admin_client.post(add, data)
+    assert response.status_code == 200
+    assert "A slug of digits only reads as an id" in response.content.decode()
+    assert not Project.objects.filter(slug="2024").exists()
+    assert admin_client.post(add, {**data, "slug": "2024-a"}).status_code == 302
+    response = admin_client.post(change_url(project), {**data, "slug": "7"})
+    assert "A slug of digits only reads as an id" in response.content.decode()
+    project.refresh_from_db()
+    assert project.slug != "7"
+
+
+def organization_form(slug: str, **projects: str) -> dict[str, object]:
+    data: dict[str, object] = {"slug": slug, "name": "Numbers"}
+    for prefix, total in (("members", 0), ("projects", len(projects))):
+        data |= {f"{prefix}-TOTAL_FORMS": total, f"{prefix}-INITIAL_FORMS": 0}
+    for i, (name, project_slug) in enumerate(projects.items()):
+        data |= {f"projects-{i}-slug": project_slug, f"projects-{i}-name": name}
+    return data
+
+
+def test_the_organization_admin_refuses_a_slug_of_digits_only(admin_client: Client) -> None:
+    add = reverse("admin:project_stats_organization_add")
+    response = admin_client.post(add, organization_form("123"))
+    assert response.status_code == 200
+    assert "A slug of digits only reads as an id" in response.content.decode()
+    # Its project inline too.
+    response = admin_client.post(add, organization_form("numbers", web="web", api="99"))
+    assert response.status_code == 200
+    assert "A slug of digits only reads as an id" in response.content.decode()
+    assert not Organization.objects.exists()
+    response = admin_client.post(add, organization_form("numbers", web="web", api="api-99"))
+    assert response.status_code == 302
+    assert sorted(Project.objects.values_list("slug", flat=True)) == ["api-99", "web"]
 
 
 # Event counts: read-only, filterable

@@ -1,8 +1,16 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-from project_stats.checks import check_settings, check_throttle_rate
+from project_stats.checks import check_digits_only_slugs, check_settings, check_throttle_rate
+from project_stats.models import Organization
+
+from .factories import OrganizationFactory, ProjectFactory
 
 
 def ids(settings) -> list[str]:  # type: ignore[no-untyped-def]
@@ -82,3 +90,75 @@ def test_a_listed_authentication_class_passes(settings) -> None:  # type: ignore
         "FULL_SCOPE_AUTHENTICATION_CLASSES": ("rest_framework.authentication.BasicAuthentication",)
     }
     assert ids(settings) == []
+# W002: existing rows with slugs of digits only
+
+
+def w002(**kwargs: object) -> list[str]:
+    return [m.msg for m in check_digits_only_slugs(**kwargs) if m.id == "project_stats.W002"]
+
+
+@pytest.mark.django_db
+def test_rows_with_slugs_of_digits_only_are_listed() -> None:
+    assert w002(databases=["default"]) == []
+    # Rows saved before slugs were validated (save() does not validate).
+    numbered = Organization.objects.create(slug="2024", name="2024")
+    ProjectFactory(organization=numbered, slug="web")
+    project = ProjectFactory(organization=OrganizationFactory(slug="acme"), slug="42")
+    ProjectFactory(organization=project.organization, slug="42a")
+    [organizations, projects] = w002(databases=["default"])
+    assert organizations.startswith("1 organization in database 'default' with a slug of")
+    assert organizations.endswith(f": 2024 (id {numbered.pk}).")
+    assert projects.endswith(f": acme/42 (id {project.pk}).")
+    # A data check: never part of a plain `manage.py check`.
+    assert w002() == []
+    assert w002(databases=None) == []
+
+
+@pytest.mark.django_db
+def test_the_list_is_bounded() -> None:
+    Organization.objects.bulk_create(Organization(slug=str(n), name="n") for n in range(25))
+    [message] = w002(databases=["default"])
+    assert message.startswith("25 organizations")
+    assert message.count("(id ") == 20
+    assert message.endswith(" and 5 more.")
+
+
+def manage(tmp_path: Path, database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "TEST_DATABASE_URL": database_url,
+    }
+    return subprocess.run(  # noqa: S603  (our own interpreter and arguments)
+        [sys.executable, "-m", "django", *args],
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_w002_on_a_real_site_before_and_after_migrate(tmp_path: Path) -> None:
+    """Before the tables exist (``migrate`` runs the checks first) there is nothing to say."""
+    url = f"sqlite:///{tmp_path / 'site.sqlite3'}"
+    fresh = manage(tmp_path, url, "check", "--database", "default")
+    assert (fresh.returncode, fresh.stderr) == (0, "")
+    migrate = manage(tmp_path, url, "migrate", "--noinput")
+    assert migrate.returncode == 0, migrate.stderr
+    assert "W002" not in migrate.stdout + migrate.stderr
+    insert = "from project_stats.models import Organization as O; O.objects.create(slug='7')"
+    assert manage(tmp_path, url, "shell", "-c", insert).returncode == 0
+    checked = manage(tmp_path, url, "check", "--database", "default")
+    assert checked.returncode == 0  # a warning
+    assert "project_stats.W002" in checked.stderr and ": 7 (id 1)." in checked.stderr
+    assert "W002" not in manage(tmp_path, url, "check").stderr
+
+
+def test_w002_is_silent_when_the_database_is_unreachable(tmp_path: Path) -> None:
+    # Nothing listens on port 9 of the loopback address: the connection is refused.
+    result = manage(
+        tmp_path, "postgres://postgres@127.0.0.1:9/nothing", "check", "--database", "default"
+    )
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr

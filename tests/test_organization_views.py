@@ -20,12 +20,12 @@ NOT_FOUND = {"detail": "The requested resource does not exist"}
 
 def projects_url(org: Organization | str) -> str:
     slug = org if isinstance(org, str) else org.slug
-    return reverse("project_stats:organization-projects", kwargs={"organization_slug": slug})
+    return reverse("project_stats:organization-projects", kwargs={"organization_id_or_slug": slug})
 
 
 def stats_url(org: Organization | str) -> str:
     slug = org if isinstance(org, str) else org.slug
-    return reverse("project_stats:organization-stats", kwargs={"organization_slug": slug})
+    return reverse("project_stats:organization-stats", kwargs={"organization_id_or_slug": slug})
 
 
 @pytest.fixture
@@ -320,8 +320,8 @@ def test_access_rules(client: Client, org: Organization, path: Any) -> None:
 
 def test_schema_has_both_organization_endpoints(client: Client) -> None:
     schema = client.get("/api/0/schema/", {"format": "json"}).json()
-    listing = schema["paths"]["/api/0/organizations/{organization_slug}/projects/"]["get"]
-    stats = schema["paths"]["/api/0/organizations/{organization_slug}/stats/"]["get"]
+    listing = schema["paths"]["/api/0/organizations/{organization_id_or_slug}/projects/"]["get"]
+    stats = schema["paths"]["/api/0/organizations/{organization_id_or_slug}/stats/"]["get"]
     assert {p["name"] for p in listing["parameters"]} >= {"query", "slug", "cursor", "per_page"}
     assert {p["name"] for p in stats["parameters"]} >= {
         "stat",
@@ -334,3 +334,7 @@ def test_schema_has_both_organization_endpoints(client: Client) -> None:
     assert {"auth_token": ["org:read", "project:admin", "project:read", "project:write"]} in stats[
         "security"
     ]
+    for operation in (listing, stats):
+        [param] = [p for p in operation["parameters"] if p["in"] == "path"]
+        assert param["name"] == "organization_id_or_slug"
+        assert param["description"].startswith("The ID or slug of the organization")

@@ -20,11 +20,8 @@ from .factories import OrganizationMemberFactory, ProjectFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
-SPEC = Path(__file__).resolve().parents[2] / "shared" / "spec"
-needs_sentry_spec = pytest.mark.skipif(
-    not (SPEC / "sentry-openapi-project-stats.json").exists(),
-    reason="Sentry's OpenAPI extract is not beside the checkout (../shared/spec)",
-)
+# The extract of Sentry's OpenAPI schema that the contract tests hold us to.
+SENTRY_SCHEMA = Path(__file__).resolve().parent / "spec" / "sentry-openapi-project-stats.json"
 NOT_FOUND = {"detail": "The requested resource does not exist"}
 FORBIDDEN = {"detail": "You do not have permission to perform this action."}
 
@@ -35,8 +32,8 @@ def url(project: Project | None = None, org: str | None = None, slug: str | None
     return reverse(
         "project_stats:project-stats",
         kwargs={
-            "organization_slug": org or project.organization.slug,  # type: ignore[union-attr]
-            "project_slug": slug or project.slug,  # type: ignore[union-attr]
+            "organization_id_or_slug": org or project.organization.slug,  # type: ignore[union-attr]
+            "project_id_or_slug": slug or project.slug,  # type: ignore[union-attr]
         },
     )
 
@@ -321,7 +318,9 @@ def test_schema_describes_the_endpoint(client: Client) -> None:
 
     schema = client.get("/api/0/schema/", {"format": "json"}).json()
     validate(schema)
-    operation = schema["paths"]["/api/0/projects/{organization_slug}/{project_slug}/stats/"]["get"]
+    operation = schema["paths"][
+        "/api/0/projects/{organization_id_or_slug}/{project_id_or_slug}/stats/"
+    ]["get"]
     assert operation["operationId"] == "listProjectStats"
     params = {p["name"]: p for p in operation["parameters"]}
     assert params["stat"]["schema"]["default"] == "received"
@@ -338,9 +337,8 @@ def test_schema_describes_the_endpoint(client: Client) -> None:
     assert scheme["type"] == "http" and scheme["scheme"] == "bearer"
 
 
-@needs_sentry_spec
 def test_schema_agrees_with_sentrys_contract(client: Client) -> None:
-    sentry = json.loads((SPEC / "sentry-openapi-project-stats.json").read_text())
+    sentry = json.loads(SENTRY_SCHEMA.read_text())
     theirs = next(iter(sentry["paths"].values()))["get"]
     ours = next(
         op["get"]
@@ -359,11 +357,29 @@ def test_schema_agrees_with_sentrys_contract(client: Client) -> None:
     assert set(theirs["responses"]) <= set(ours["responses"])
 
 
+def test_schema_names_the_path_parameters_as_sentry_does(client: Client) -> None:
+    sentry = json.loads(SENTRY_SCHEMA.read_text())
+    [(their_path, their_item)] = sentry["paths"].items()
+    ours = client.get("/api/0/schema/", {"format": "json"}).json()["paths"]
+    assert their_path in ours
+    their_params = [p for p in their_item["get"]["parameters"] if p["in"] == "path"]
+    our_params = [p for p in ours[their_path]["get"]["parameters"] if p["in"] == "path"]
+    assert [(p["name"], p["schema"]["type"], p["required"]) for p in our_params] == [
+        (p["name"], p["schema"]["type"], p["required"]) for p in their_params
+    ]
+    for param in our_params:
+        # Both forms are described, and how one is told from the other.
+        assert "ID or slug" in param["description"]
+        assert "digits only" in param["description"]
+
+
 def test_schema_validates_the_responses(get: Get, project: Project, client: Client) -> None:
     import jsonschema
 
     schema = client.get("/api/0/schema/", {"format": "json"}).json()
-    operation = schema["paths"]["/api/0/projects/{organization_slug}/{project_slug}/stats/"]["get"]
+    operation = schema["paths"][
+        "/api/0/projects/{organization_id_or_slug}/{project_id_or_slug}/stats/"
+    ]["get"]
 
     def check(response: Any) -> None:
         spec = operation["responses"][str(response.status_code)]
@@ -377,12 +393,11 @@ def test_schema_validates_the_responses(get: Get, project: Project, client: Clie
     check(client.get(url(project)))
 
 
-@needs_sentry_spec
 def test_sentrys_schema_accepts_our_answer(get: Get, project: Project) -> None:
     import jsonschema
 
     tsdb.incr(project, "received", count=3)
-    sentry = json.loads((SPEC / "sentry-openapi-project-stats.json").read_text())
+    sentry = json.loads(SENTRY_SCHEMA.read_text())
     theirs = next(iter(sentry["paths"].values()))["get"]["responses"]["200"]
     jsonschema.validate(get(url(project)).json(), theirs["content"]["application/json"]["schema"])
 
