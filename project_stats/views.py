@@ -82,7 +82,10 @@ class ProjectStatsView(StatsEndpoint):
     schema = StatsSchema()
 
     @project_stats_schema
-    def get(self, request: Request, organization_slug: str, project_slug: str) -> Response:
+    def get(
+        self, request: Request, organization_slug: str, project_slug: str, **site_kwargs: Any
+    ) -> Response:
+        # ``site_kwargs``: what the including URL pattern captures (e.g. DRF's ``version``).
         try:
             project = get_project_or_404(request.user, organization_slug, project_slug)
         except NotFound:
@@ -114,9 +117,15 @@ class ProjectStatsView(StatsEndpoint):
         self.check_object_permissions(request, project)
         match = request.resolver_match
         view_name = match.view_name if match is not None else "project_stats:project-stats"
+        # The including site's URL arguments (e.g. DRF's ``version``) are kept.
+        site_kwargs = match.kwargs if match is not None else {}
         location = reverse(
             view_name,
-            kwargs={"organization_slug": organization_slug, "project_slug": project.slug},
+            kwargs={
+                **site_kwargs,
+                "organization_slug": organization_slug,
+                "project_slug": project.slug,
+            },
         )
         if request.META.get("QUERY_STRING"):
             location += "?" + request.META["QUERY_STRING"]
@@ -168,7 +177,7 @@ class OrganizationStatsView(OrganizationEndpointMixin, StatsEndpoint):
     schema = OrganizationStatsSchema()
 
     @organization_stats_schema
-    def get(self, request: Request, organization_slug: str) -> Response:
+    def get(self, request: Request, organization_slug: str, **site_kwargs: Any) -> Response:
         organization = self.get_organization(request, organization_slug)
         now = timezone.now()
         query = OrganizationStatsQuerySerializer(
