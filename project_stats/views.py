@@ -10,6 +10,7 @@ from django.utils import timezone
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import MethodNotAllowed, NotFound
 from rest_framework.generics import ListAPIView
+from rest_framework.metadata import SimpleMetadata
 from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -50,6 +51,8 @@ class StatsEndpoint(APIView):
     permission_classes = [HasScope]
     throttle_classes = [ProjectStatsThrottle]
     renderer_classes = [JSONRenderer, BrowsableAPIRenderer]
+    # OPTIONS answers whatever the site's DEFAULT_METADATA_CLASS (None: 405).
+    metadata_class = SimpleMetadata
     required_scopes = PROJECT_READ_SCOPES
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
