@@ -52,7 +52,8 @@ class StatsEndpoint(APIView):
     throttle_classes = [ProjectStatsThrottle]
     renderer_classes = [JSONRenderer, BrowsableAPIRenderer]
     # OPTIONS answers whatever the site's DEFAULT_METADATA_CLASS (None: 405).
-    metadata_class = SimpleMetadata
+    # DRF instantiates it; the stubs type the attribute as an instance.
+    metadata_class = SimpleMetadata  # type: ignore[assignment]
     required_scopes = PROJECT_READ_SCOPES
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
