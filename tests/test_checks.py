@@ -61,3 +61,11 @@ def test_bad_throttle_rates_are_reported(settings, rate: object, scope: str) -> 
     settings.REST_FRAMEWORK = {"DEFAULT_THROTTLE_RATES": {scope: rate}}
     assert [m.id for m in check_throttle_rate()] == ["project_stats.E007"]
     assert scope in check_throttle_rate()[0].msg
+
+
+def test_time_zone_support_is_required(settings) -> None:  # type: ignore[no-untyped-def]
+    from project_stats.checks import check_time_zone_support
+
+    assert check_time_zone_support() == []
+    settings.USE_TZ = False
+    assert [m.id for m in check_time_zone_support()] == ["project_stats.E010"]
