@@ -130,6 +130,28 @@ def test_project_stats_read_the_replica(client: Client, site: dict[str, Any]) ->
     assert ApiToken.objects.using("replica").get().last_used is None
 
 
+def test_environments_are_looked_up_on_the_replica(client: Client, site: dict[str, Any]) -> None:
+    project = site["project"]
+    EventCount.objects.using("replica").create(
+        project_id=project.pk,
+        stat=STAT_CODES["generated"],
+        environment="only-on-the-replica",
+        rollup=HOUR,
+        timestamp=epoch_to_datetime(site["hour"]),
+        count=11,
+    )
+    url = reverse(
+        "project_stats:project-stats",
+        kwargs={"organization_slug": project.organization.slug, "project_slug": project.slug},
+    )
+    params = {"stat": "generated", "environment": "only-on-the-replica"}
+    with statements() as sql:
+        response = client.get(url, params, **bearer(site["token"]))
+    assert response.status_code == 200, response.content
+    assert dict(response.json())[site["hour"]] == 11
+    assert sql.kinds("replica") == {"SELECT"} and sql.kinds("primary") <= {"UPDATE"}
+
+
 def test_organization_endpoints_read_the_replica(client: Client, site: dict[str, Any]) -> None:
     organization = site["project"].organization
     ProjectFactory(organization=organization, slug="only-on-the-primary")

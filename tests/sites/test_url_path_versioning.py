@@ -12,6 +12,7 @@ from .versioning import (
     test_a_renamed_project_redirects_within_the_version,
     test_organization_endpoints,
     test_project_stats,
+    test_the_browsable_api_and_options,
     test_the_schema_command_validates_without_warnings,
     test_the_schema_of_each_version,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "org_token",
     "test_a_renamed_project_redirects_within_the_version",
     "test_organization_endpoints",
+    "test_the_browsable_api_and_options",
     "test_project_stats",
     "test_the_schema_command_validates_without_warnings",
     "test_the_schema_of_each_version",

@@ -99,3 +99,15 @@ def test_the_schema_command_validates_without_warnings(tmp_path: Path, version: 
         "spectacular", "--validate", "--fail-on-warn", "--api-version", version, "--file", out
     )
     assert f"/api/{version}/projects/" in out.read_text()
+
+
+@VERSIONS
+@pytest.mark.django_db
+def test_the_browsable_api_and_options(
+    client: Client, project: Project, member_token: ApiToken, version: str
+) -> None:
+    assert client.options(stats_path(version, project)).status_code == 200
+    client.force_login(member_token.user)
+    response = client.get(stats_path(version, project), HTTP_ACCEPT="text/html")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/html")
