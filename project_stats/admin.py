@@ -108,7 +108,7 @@ def _username_lookup(relation: str) -> str:
     return f"{relation}__{get_user_model().USERNAME_FIELD}"
 
 
-class AutocompleteIfSearchable:
+class AutocompleteIfSearchable(admin.options.BaseModelAdmin):
     """Autocomplete widgets where the admin site allows them, raw id inputs elsewhere.
 
     Django's autocomplete needs the related model registered on the same
@@ -120,11 +120,14 @@ class AutocompleteIfSearchable:
     """
 
     autocomplete_candidates: tuple[str, ...] = ()
-    model: Any
-    admin_site: admin.AdminSite
 
     def get_autocomplete_fields(self, request: HttpRequest) -> list[str]:
-        return [name for name in self.autocomplete_candidates if self._can_search(name, request)]
+        declared = list(super().get_autocomplete_fields(request))
+        return declared + [
+            name
+            for name in self.autocomplete_candidates
+            if name not in declared and self._can_search(name, request)
+        ]
 
     def _can_search(self, name: str, request: HttpRequest) -> bool:
         related = self.model._meta.get_field(name).remote_field.model
