@@ -56,6 +56,8 @@ test-sites: venv
 				--ds=tests.sites.settings_$$name "$$file" || exit 1; \
 		elif [ "$(REQUIRE_POSTGRES)" = "1" ]; then \
 			echo "PostgreSQL is required (REQUIRE_POSTGRES=1) but no server answers at $(PG_URL)" >&2; exit 1; \
+		else \
+			echo "NOTE: no PostgreSQL server answers at $(PG_URL); SQLite only."; \
 		fi; \
 	done
 
