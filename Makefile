@@ -13,7 +13,7 @@ CHROMIUM ?= /usr/bin/chromium
 export CHROMIUM
 PG_URL := $(or $(DATABASE_URL),postgres://postgres@127.0.0.1:5432/test)
 
-.PHONY: venv browser test lint typecheck run clean bench bench-backfill soak dist wheel-test
+.PHONY: venv browser test test-sites lint typecheck run clean bench bench-backfill soak dist wheel-test
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,24 @@ test: venv browser
 	else \
 		echo "NOTE: no PostgreSQL server answers at $(PG_URL); ran the SQLite suite only."; \
 	fi
+
+# Host-site configurations: tests/sites/test_<name>.py under the settings module
+# tests.sites.settings_<name>, on SQLite and (when it answers) PostgreSQL.
+test-sites: venv
+	@for file in tests/sites/test_*.py; do \
+		name=$$(basename "$$file" .py); name=$${name#test_}; \
+		echo "== site configuration $$name: SQLite"; \
+		$(PY) -m pytest -q -p no:cacheprovider --ds=tests.sites.settings_$$name "$$file" || exit 1; \
+		if $(PY) -c "import sys, psycopg; psycopg.connect(sys.argv[1], connect_timeout=3).close()" "$(PG_URL)" 2>/dev/null; then \
+			echo "== site configuration $$name: PostgreSQL $(PG_URL)"; \
+			TEST_DATABASE_URL="$(PG_URL)" $(PY) -m pytest -q -p no:cacheprovider \
+				--ds=tests.sites.settings_$$name "$$file" || exit 1; \
+		elif [ "$(REQUIRE_POSTGRES)" = "1" ]; then \
+			echo "PostgreSQL is required (REQUIRE_POSTGRES=1) but no server answers at $(PG_URL)" >&2; exit 1; \
+		else \
+			echo "NOTE: no PostgreSQL server answers at $(PG_URL); SQLite only."; \
+		fi; \
+	done
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -13,6 +13,8 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.exceptions import NotRegistered
+from django.contrib.auth import get_user_model
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -102,10 +104,45 @@ def chart_context(
     }
 
 
-class OrganizationMemberInline(admin.TabularInline):
+def _username_lookup(relation: str) -> str:
+    """The search lookup of a related user's login name, whatever the user model calls it."""
+    return f"{relation}__{get_user_model().USERNAME_FIELD}"
+
+
+class AutocompleteIfSearchable(admin.options.BaseModelAdmin):
+    """Autocomplete widgets where the admin site allows them, raw id inputs elsewhere.
+
+    Django's autocomplete needs the related model registered on the same
+    admin site with search fields (``admin.E039``/``E040`` otherwise), and a
+    site's user admin may not be. So the fields of ``autocomplete_candidates``
+    are also listed in ``raw_id_fields`` (which ``check`` accepts anywhere),
+    and become autocompletes per request, on the site this admin is
+    registered with, where that site's admin of the related model can search.
+    """
+
+    autocomplete_candidates: tuple[str, ...] = ()
+
+    def get_autocomplete_fields(self, request: HttpRequest) -> list[str]:
+        declared = list(super().get_autocomplete_fields(request))
+        return declared + [
+            name
+            for name in self.autocomplete_candidates
+            if name not in declared and self._can_search(name, request)
+        ]
+
+    def _can_search(self, name: str, request: HttpRequest) -> bool:
+        related = self.model._meta.get_field(name).remote_field.model
+        try:
+            related_admin = self.admin_site.get_model_admin(related)
+        except NotRegistered:
+            return False
+        return bool(related_admin.get_search_fields(request))
+
+
+class OrganizationMemberInline(AutocompleteIfSearchable, admin.TabularInline):
     model = OrganizationMember
     extra = 0
-    autocomplete_fields = ["user"]
+    raw_id_fields = autocomplete_candidates = ("user",)
 
 
 class ProjectInline(admin.TabularInline):
@@ -124,13 +161,13 @@ class OrganizationAdmin(admin.ModelAdmin):
 
 
 @admin.register(Project)
-class ProjectAdmin(admin.ModelAdmin):
+class ProjectAdmin(AutocompleteIfSearchable, admin.ModelAdmin):
     list_display = ["slug", "name", "organization", "date_added"]
     list_filter = ["organization"]
     list_select_related = ["organization"]
     search_fields = ["slug", "name", "organization__slug"]
     prepopulated_fields = {"slug": ["name"]}
-    autocomplete_fields = ["organization"]
+    raw_id_fields = autocomplete_candidates = ("organization",)
 
     def render_change_form(
         self,
@@ -147,12 +184,15 @@ class ProjectAdmin(admin.ModelAdmin):
 
 
 @admin.register(OrganizationMember)
-class OrganizationMemberAdmin(admin.ModelAdmin):
+class OrganizationMemberAdmin(AutocompleteIfSearchable, admin.ModelAdmin):
     list_display = ["user", "organization", "role", "date_added"]
     list_filter = ["role"]
     list_select_related = ["user", "organization"]
-    search_fields = ["user__username", "organization__slug"]
-    autocomplete_fields = ["user", "organization"]
+    search_fields = ["organization__slug"]
+    raw_id_fields = autocomplete_candidates = ("user", "organization")
+
+    def get_search_fields(self, request: HttpRequest) -> list[str]:
+        return [_username_lookup("user"), *super().get_search_fields(request)]
 
 
 class RollupFilter(admin.SimpleListFilter):
@@ -266,7 +306,7 @@ _new_plaintexts: weakref.WeakKeyDictionary[HttpRequest, str] = weakref.WeakKeyDi
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(AutocompleteIfSearchable, admin.ModelAdmin):
     """Tokens are listed by prefix; the secret is shown once, on the page after "Save".
 
     Revoking (the list action) keeps the row for the record; deleting works too.
@@ -285,7 +325,8 @@ class ApiTokenAdmin(admin.ModelAdmin):
     ]
     list_filter = [ApiTokenStatusFilter]
     list_select_related = ["user"]
-    search_fields = ["prefix", "name", "user__username"]
+    search_fields = ["prefix", "name"]
+    raw_id_fields = autocomplete_candidates = ("user",)
     actions = ["revoke_selected"]
     created_template = "admin/project_stats/apitoken/token_created.html"
 
@@ -314,12 +355,14 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     def get_autocomplete_fields(self, request: HttpRequest) -> list[str]:
         # Only superusers choose among users; others issue for themselves.
-        return ["user"] if _is_superuser(request) else []
+        return super().get_autocomplete_fields(request) if _is_superuser(request) else []
 
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         if db_field.name == "user" and not _is_superuser(request):
             kwargs["queryset"] = db_field.related_model._default_manager.filter(pk=request.user.pk)
             kwargs["initial"] = request.user.pk
+            # A choice of one, not the raw id input (no lookup among all users).
+            kwargs["widget"] = forms.Select()
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def get_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> tuple[str, ...]:
@@ -352,6 +395,9 @@ class ApiTokenAdmin(admin.ModelAdmin):
         if tokens.is_well_formed(search_term.strip()):
             search_term = tokens.lookup_prefix(search_term.strip())
         return super().get_search_results(request, queryset, search_term)
+
+    def get_search_fields(self, request: HttpRequest) -> list[str]:
+        return [*super().get_search_fields(request), _username_lookup("user")]
 
     @admin.action(description="Revoke selected tokens", permissions=["change"])
     def revoke_selected(self, request: HttpRequest, queryset: ApiTokenQuerySet) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.db import DatabaseError, connections, router
 from django.db.models import Model, QuerySet
@@ -217,3 +218,19 @@ def check_digits_only_slugs(
                 )
             )
     return warnings
+
+
+@register()
+def check_time_zone_support(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    if getattr(settings, "USE_TZ", False):
+        return []
+    return [
+        Error(
+            "project_stats needs USE_TZ = True: buckets, token expiry and the API's "
+            "epoch-second timestamps are computed from aware UTC datetimes, and with "
+            "USE_TZ = False every authenticated API request fails.",
+            hint="Set USE_TZ = True (Django's default). Times are still shown in the "
+            "site's TIME_ZONE wherever Django localizes them.",
+            id="project_stats.E010",
+        )
+    ]

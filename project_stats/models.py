@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
-from django.db import models, transaction
+from django.db import models, router, transaction
 from django.utils import timezone
 
 from . import tokens
@@ -62,9 +62,16 @@ class Project(models.Model):
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         """Save; a changed slug leaves a redirect from the old one behind."""
-        with transaction.atomic(using=kwargs.get("using")):
+        # The previous slug is read from the database written to, in the same
+        # transaction: a replica the router reads from may lag behind.
+        using = kwargs.get("using") or router.db_for_write(type(self), instance=self)
+        kwargs["using"] = using
+        with transaction.atomic(using=using):
             previous = (
-                Project.objects.filter(pk=self.pk).values_list("organization_id", "slug").first()
+                Project.objects.using(using)
+                .filter(pk=self.pk)
+                .values_list("organization_id", "slug")
+                .first()
                 if self.pk is not None
                 else None
             )
@@ -72,11 +79,11 @@ class Project(models.Model):
             if previous == (self.organization_id, self.slug):
                 return
             # A live project's slug always wins over a redirect from it.
-            ProjectRedirect.objects.filter(
+            ProjectRedirect.objects.using(using).filter(
                 organization_id=self.organization_id, redirect_slug=self.slug
             ).delete()
             if previous is not None and previous[0] == self.organization_id:
-                ProjectRedirect.objects.update_or_create(
+                ProjectRedirect.objects.using(using).update_or_create(
                     organization_id=self.organization_id,
                     redirect_slug=previous[1],
                     defaults={"project": self},
@@ -267,6 +274,7 @@ class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
                 raise ValueError("expires_at must be in the future")
         token = self.model(user_id=user.pk, name=name, scopes=clean_scopes, expires_at=expires_at)
         plaintext = token.assign_new_secret()
+        self._for_write = True  # as QuerySet.create does: the router's write database
         token.save(force_insert=True, using=self.db)
         return token, plaintext
 

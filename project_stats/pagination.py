@@ -40,7 +40,7 @@ class CursorLinkPagination(BasePagination):
     def _per_page(self, value: str | None) -> int:
         if not value:
             return self.default_per_page
-        if not value.isdigit() or not 1 <= int(value) <= self.max_per_page:
+        if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= self.max_per_page:
             raise InvalidQuery(f"per_page must be an integer from 1 to {self.max_per_page}")
         return int(value)
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
 from django.utils import timezone
-from rest_framework import serializers
+from rest_framework import ISO_8601, serializers
 from rest_framework.exceptions import NotFound, ParseError
 
 from . import tsdb
@@ -230,7 +230,11 @@ class ProjectSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
     """A project as Sentry's organization project list shows it (a subset)."""
 
     id = serializers.CharField(read_only=True)
-    dateCreated = serializers.DateTimeField(source="date_added", read_only=True)  # noqa: N815
+    # ISO 8601 in UTC as Sentry writes it, whatever the site's TIME_ZONE or
+    # REST_FRAMEWORK["DATETIME_FORMAT"].
+    dateCreated = serializers.DateTimeField(  # noqa: N815
+        source="date_added", read_only=True, format=ISO_8601, default_timezone=UTC
+    )
     organization = OrganizationSummarySerializer(read_only=True)
 
     class Meta:

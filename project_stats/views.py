@@ -10,6 +10,7 @@ from django.utils import timezone
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import MethodNotAllowed, NotFound
 from rest_framework.generics import ListAPIView
+from rest_framework.metadata import SimpleMetadata
 from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -51,6 +52,9 @@ class StatsEndpoint(APIView):
     permission_classes = [HasScope]
     throttle_classes = [ProjectStatsThrottle]
     renderer_classes = [JSONRenderer, BrowsableAPIRenderer]
+    # OPTIONS answers whatever the site's DEFAULT_METADATA_CLASS (None: 405).
+    # DRF instantiates it; the stubs type the attribute as an instance.
+    metadata_class = SimpleMetadata  # type: ignore[assignment]
     required_scopes = PROJECT_READ_SCOPES
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
@@ -84,8 +88,13 @@ class ProjectStatsView(StatsEndpoint):
 
     @project_stats_schema
     def get(
-        self, request: Request, organization_id_or_slug: str, project_id_or_slug: str
+        self,
+        request: Request,
+        organization_id_or_slug: str,
+        project_id_or_slug: str,
+        **site_kwargs: Any,
     ) -> Response:
+        # ``site_kwargs``: what the including URL pattern captures (e.g. DRF's ``version``).
         try:
             project = get_project_or_404(request.user, organization_id_or_slug, project_id_or_slug)
         except NotFound:
@@ -119,9 +128,12 @@ class ProjectStatsView(StatsEndpoint):
         self.check_object_permissions(request, project)
         match = request.resolver_match
         view_name = match.view_name if match is not None else "project_stats:project-stats"
+        # The including site's URL arguments (e.g. DRF's ``version``) are kept.
+        site_kwargs = match.kwargs if match is not None else {}
         location = reverse(
             view_name,
             kwargs={
+                **site_kwargs,
                 "organization_id_or_slug": organization_id_or_slug,
                 "project_id_or_slug": project.slug,
             },
@@ -176,7 +188,7 @@ class OrganizationStatsView(OrganizationEndpointMixin, StatsEndpoint):
     schema = OrganizationStatsSchema()
 
     @organization_stats_schema
-    def get(self, request: Request, organization_id_or_slug: str) -> Response:
+    def get(self, request: Request, organization_id_or_slug: str, **site_kwargs: Any) -> Response:
         organization = self.get_organization(request, organization_id_or_slug)
         now = timezone.now()
         query = OrganizationStatsQuerySerializer(

@@ -90,6 +90,8 @@ def test_a_listed_authentication_class_passes(settings) -> None:  # type: ignore
         "FULL_SCOPE_AUTHENTICATION_CLASSES": ("rest_framework.authentication.BasicAuthentication",)
     }
     assert ids(settings) == []
+
+
 # W002: existing rows with slugs of digits only
 
 
@@ -162,3 +164,11 @@ def test_w002_is_silent_when_the_database_is_unreachable(tmp_path: Path) -> None
         tmp_path, "postgres://postgres@127.0.0.1:9/nothing", "check", "--database", "default"
     )
     assert (result.returncode, result.stderr) == (0, ""), result.stderr
+
+
+def test_time_zone_support_is_required(settings) -> None:  # type: ignore[no-untyped-def]
+    from project_stats.checks import check_time_zone_support
+
+    assert check_time_zone_support() == []
+    settings.USE_TZ = False
+    assert [m.id for m in check_time_zone_support()] == ["project_stats.E010"]

@@ -127,6 +127,8 @@ def test_pagination_with_sentry_link_header(
         ({"per_page": "0"}, "per_page must be an integer from 1 to 100"),
         ({"per_page": "101"}, "per_page"),
         ({"per_page": "x"}, "per_page"),
+        ({"per_page": "\u00b3"}, "per_page"),  # a digit to isdigit(), not to int()
+        ({"per_page": "\u0661"}, "per_page"),  # a decimal digit, but not ASCII
         ({"slug": "x" * 51}, "Invalid slug"),
         ({"query": "x" * 201}, "Invalid query"),
     ],

@@ -60,14 +60,28 @@ def _build_names(connection: BaseDatabaseWrapper) -> dict[str, str]:
     }
 
 
-def _write_connection() -> BaseDatabaseWrapper:
-    """The connection counts are written through; our SQL speaks two dialects."""
-    connection = connections[router.db_for_write(EventCount)]
+def _supported(connection: BaseDatabaseWrapper) -> BaseDatabaseWrapper:
+    # Our SQL speaks two dialects.
     if connection.vendor not in SUPPORTED_VENDORS:
         raise NotImplementedError(
             f"project_stats supports PostgreSQL and SQLite, not {connection.vendor}"
         )
     return connection
+
+
+def _write_connection() -> BaseDatabaseWrapper:
+    """The connection counts are written through (the router's write database)."""
+    return _supported(connections[router.db_for_write(EventCount)])
+
+
+def _read_connection() -> BaseDatabaseWrapper:
+    """The connection hand-written reads go through (the router's read database).
+
+    With a router sending reads to a replica, the statements that only read
+    (range reads, a dry-run backfill) go there too; anything that writes, and
+    the reads a write depends on, stay on the write connection.
+    """
+    return _supported(connections[router.db_for_read(EventCount)])
 
 
 def upsert(rows: Sequence[Row]) -> None:
@@ -150,7 +164,7 @@ def read_buckets(
     index, bucket starts converted to epoch seconds by the database, so no
     query compilation and no datetime objects per row.
     """
-    connection = connections[router.db_for_read(EventCount)]
+    connection = _read_connection()
     names = _names(connection)
     adapt = connection.ops.adapt_datetimefield_value
     if connection.vendor == "postgresql":
@@ -349,8 +363,9 @@ def backfill_chunk(
     exactly the source sum. ``project_ids``/``stat_codes`` restrict the series
     (None: all). Returns ``(examined, written)``: target buckets compared and
     rows inserted or changed (would be, with ``dry_run``). One transaction.
+    A dry run only reads, so it goes to the router's read database.
     """
-    connection = _write_connection()
+    connection = _read_connection() if dry_run else _write_connection()
     ctes, params = _comparison(
         connection,
         source=source,
