@@ -1,8 +1,12 @@
 from __future__ import annotations
 
 import pytest
+from django.core.checks import ERROR
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.db import connection
 
-from project_stats.checks import check_settings, check_throttle_rate
+from project_stats.checks import check_database, check_settings, check_throttle_rate
 
 
 def ids(settings) -> list[str]:  # type: ignore[no-untyped-def]
@@ -61,3 +65,33 @@ def test_bad_throttle_rates_are_reported(settings, rate: object, scope: str) -> 
     settings.REST_FRAMEWORK = {"DEFAULT_THROTTLE_RATES": {scope: rate}}
     assert [m.id for m in check_throttle_rate()] == ["project_stats.E007"]
     assert scope in check_throttle_rate()[0].msg
+
+
+def test_supported_database_passes() -> None:
+    assert check_database() == []
+
+
+def test_unsupported_database_is_an_error(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # Writes raise on any other vendor, so the site must not start quietly.
+    monkeypatch.setattr(connection, "vendor", "mysql")
+    messages = check_database()
+    assert [(m.id, m.level) for m in messages] == [("project_stats.E008", ERROR)]
+    assert "mysql" in messages[0].msg
+    with pytest.raises(SystemCheckError, match="project_stats.E008"):
+        call_command("check")
+
+
+@pytest.mark.parametrize("zone", ["Europe/Paris", "America/New_York", "Etc/GMT+5"])
+def test_sqlite_database_time_zone_is_refused(monkeypatch, zone: str) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setitem(connection.settings_dict, "TIME_ZONE", zone)
+    found = [(m.id, m.level) for m in check_database()]
+    if connection.vendor == "sqlite":
+        assert found == [("project_stats.E009", ERROR)]
+    else:  # PostgreSQL stores instants whatever the connection's zone
+        assert found == []
+
+
+@pytest.mark.parametrize("zone", [None, "UTC"])
+def test_sqlite_database_time_zone_utc_passes(monkeypatch, zone: str | None) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setitem(connection.settings_dict, "TIME_ZONE", zone)
+    assert check_database() == []
