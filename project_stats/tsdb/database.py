@@ -209,10 +209,18 @@ def read_buckets_by_project(
 
 
 def environment_recorded(organization_id: int, environment: str) -> bool:
-    """Whether any project of the organization has counts for ``environment``."""
-    return EventCount.objects.filter(
-        project__organization_id=organization_id, environment=environment
-    ).exists()
+    """Whether any project of the organization has counts for ``environment``.
+
+    Served by the partial (project, environment) index: one index probe per
+    project of the organization, however many rows they hold. The explicit
+    ``environment <> ''`` repeats the index's condition: SQLite uses a partial
+    index only when the query states its condition.
+    """
+    return (
+        EventCount.objects.filter(project__organization_id=organization_id, environment=environment)
+        .exclude(environment="")
+        .exists()
+    )
 
 
 def delete_projects(project_ids: Sequence[int]) -> int:
