@@ -193,8 +193,8 @@ class EventCount(models.Model):
             # Pruning deletes by rollup and age across all projects.
             models.Index(fields=["rollup", "timestamp"], name="project_stats_ec_rollup_ts"),
             # Whether an organization recorded an environment: one probe per
-            # project. Partial, so rows of the "" total (most rows) cost
-            # writes nothing here.
+            # project. Partial: the "" totals (most rows) are not in it, so
+            # writing them costs nothing more.
             models.Index(
                 fields=["project", "environment"],
                 name="project_stats_ec_project_env",
