@@ -71,6 +71,7 @@ def test_supported_database_passes() -> None:
     assert check_database() == []
 
 
+@pytest.mark.django_db  # `check` also runs Django's model checks, which may ask the database
 def test_unsupported_database_is_an_error(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     # Writes raise on any other vendor, so the site must not start quietly.
     monkeypatch.setattr(connection, "vendor", "mysql")
