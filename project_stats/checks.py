@@ -136,17 +136,37 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
 def check_database(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     from .models import EventCount
 
-    alias = router.db_for_write(EventCount)
-    vendor = connections[alias].vendor
-    if vendor in SUPPORTED_VENDORS:
-        return []
-    return [
-        Warning(
-            f"Database {alias!r} is {vendor}; project_stats writes counts with "
-            "PostgreSQL or SQLite upserts only.",
-            id="project_stats.W001",
+    errors: list[CheckMessage] = []
+    write_alias = router.db_for_write(EventCount)
+    vendor = connections[write_alias].vendor
+    if vendor not in SUPPORTED_VENDORS:
+        # An error, not a warning: every write raises there, so a site would
+        # start and then fail on its first increment.
+        errors.append(
+            Error(
+                f"Database {write_alias!r} is {vendor}; project_stats writes counts with "
+                "PostgreSQL or SQLite upserts only.",
+                hint="Route project_stats to a PostgreSQL or SQLite database.",
+                id="project_stats.E008",
+            )
         )
-    ]
+    for alias in sorted({write_alias, router.db_for_read(EventCount)}):
+        connection = connections[alias]
+        zone = connection.settings_dict.get("TIME_ZONE")
+        if connection.vendor == "sqlite" and settings.USE_TZ and zone not in (None, "UTC"):
+            # SQLite stores datetimes as text in that zone's wall-clock time,
+            # while our SQL reads and buckets that text as UTC; and in a zone
+            # with daylight saving time two distinct UTC hours share one text
+            # in autumn, so two buckets would collide in the unique constraint.
+            errors.append(
+                Error(
+                    f"DATABASES[{alias!r}]['TIME_ZONE'] is {zone!r}; project_stats needs "
+                    "SQLite to store times in UTC.",
+                    hint="Remove TIME_ZONE from this database's settings (or set it to 'UTC').",
+                    id="project_stats.E009",
+                )
+            )
+    return errors
 
 
 @register()

@@ -270,6 +270,22 @@ def project_counts(
     return result
 
 
+class DemoUserTaken(ValueError):
+    """A user named ``demo`` exists that the demo did not create."""
+
+
+def _made_by_demo(user: Any) -> bool:
+    # What a load leaves behind: a superuser owning the demo organization. A
+    # user without both is someone else's, and loading would promote it.
+    return bool(user.is_superuser) and (
+        OrganizationMember.objects.filter(
+            organization__slug=ORGANIZATION_SLUG,
+            user=user,
+            role=OrganizationMember.Role.OWNER,
+        ).exists()
+    )
+
+
 @dataclass(frozen=True)
 class LoadResult:
     rows: int
@@ -286,11 +302,15 @@ def load(
     now: datetime,
     days: int = 90,
     password: str | None = None,
+    force: bool = False,
 ) -> LoadResult:
     """Create (or update) the demo user, organization and projects and replace their counts.
 
     The user ``demo`` becomes a superuser owning the organization; its password
-    is set to ``password`` or a fresh random one, returned either way.
+    is set to ``password`` or a fresh random one, returned either way. An
+    existing ``demo`` that is not a superuser owning the demo organization
+    (one the demo did not create) raises :class:`DemoUserTaken`, before
+    anything is written, unless ``force``.
     """
     started = time.perf_counter()
     rollups = tsdb.get_rollups()
@@ -302,6 +322,12 @@ def load(
         user_model = get_user_model()
         lookup: dict[str, Any] = {user_model.USERNAME_FIELD: USERNAME}
         user, user_created = user_model._default_manager.get_or_create(**lookup)
+        if not user_created and not force and not _made_by_demo(user):
+            raise DemoUserTaken(
+                f'A user "{USERNAME}" exists that the demo did not create (not a superuser '
+                f"owning {ORGANIZATION_SLUG}); loading would make it a superuser and reset "
+                "its password."
+            )
         user.is_staff = True
         user.is_superuser = True
         user.set_password(password)

@@ -61,42 +61,71 @@ class Project(models.Model):
         return f"{self.organization.slug}/{self.slug}"
 
     def save(self, *args: Any, **kwargs: Any) -> None:
-        """Save; a changed slug leaves a redirect from the old one behind."""
-        # The previous slug is read from the database written to, in the same
-        # transaction: a replica the router reads from may lag behind.
-        using = kwargs.get("using") or router.db_for_write(type(self), instance=self)
+        """Save; a changed slug leaves a redirect from the old one behind.
+
+        A project moved to another organization loses its redirects: they
+        answered URLs of the old organization, where it no longer is.
+        """
+        using = kwargs.get("using") or router.db_for_write(Project, instance=self)
         kwargs["using"] = using
         with transaction.atomic(using=using):
-            previous = (
-                Project.objects.using(using)
-                .filter(pk=self.pk)
-                .values_list("organization_id", "slug")
-                .first()
-                if self.pk is not None
-                else None
-            )
+            previous = None
+            if self.pk is not None:
+                # Under a row lock: a concurrent save of this project waits
+                # here, then reads the slug this one left, so each old slug
+                # gets its redirect. No ORDER BY, which would join (and lock)
+                # the organization.
+                previous = (
+                    Project.objects.using(using)
+                    .select_for_update()
+                    .filter(pk=self.pk)
+                    .order_by()
+                    .values_list("organization_id", "slug")
+                    .first()
+                )
             super().save(*args, **kwargs)
             if previous == (self.organization_id, self.slug):
                 return
+            redirects = ProjectRedirect.objects.using(using)
             # A live project's slug always wins over a redirect from it.
-            ProjectRedirect.objects.using(using).filter(
-                organization_id=self.organization_id, redirect_slug=self.slug
-            ).delete()
-            if previous is not None and previous[0] == self.organization_id:
-                ProjectRedirect.objects.using(using).update_or_create(
-                    organization_id=self.organization_id,
-                    redirect_slug=previous[1],
-                    defaults={"project": self},
-                )
+            redirects.filter(organization_id=self.organization_id, redirect_slug=self.slug).delete()
+            if previous is None:
+                return
+            if previous[0] != self.organization_id:
+                redirects.filter(project=self).delete()
+                return
+            redirects.update_or_create(
+                organization_id=self.organization_id,
+                redirect_slug=previous[1],
+                defaults={"project": self},
+            )
 
 
 class ProjectRedirectQuerySet(models.QuerySet["ProjectRedirect"]):
     def target(self, organization_slug: str, redirect_slug: str) -> Project | None:
-        """The project that used to be ``organization_slug/redirect_slug``, if any."""
+        """The project that used to be ``organization_slug/redirect_slug``, if any.
+
+        Only a project still in that organization: a redirect never leads
+        into another organization.
+        """
         if "\x00" in organization_slug + redirect_slug:
             return None  # no row can hold it, and PostgreSQL refuses to compare it
+        return self._target(
+            models.Q(organization__slug=organization_slug, redirect_slug=redirect_slug)
+        )
+
+    def target_in(self, organization: Organization | int, redirect_slug: str) -> Project | None:
+        """:meth:`target` for an ``Organization`` or its primary key."""
+        if "\x00" in redirect_slug:
+            return None
+        organization_id = (
+            organization.pk if isinstance(organization, Organization) else organization
+        )
+        return self._target(models.Q(organization_id=organization_id, redirect_slug=redirect_slug))
+
+    def _target(self, where: models.Q) -> Project | None:
         redirect = (
-            self.filter(organization__slug=organization_slug, redirect_slug=redirect_slug)
+            self.filter(where, project__organization_id=models.F("organization_id"))
             .select_related("project")
             .first()
         )
@@ -175,6 +204,14 @@ class EventCount(models.Model):
         indexes = [
             # Pruning deletes by rollup and age across all projects.
             models.Index(fields=["rollup", "timestamp"], name="project_stats_ec_rollup_ts"),
+            # Whether an organization recorded an environment: one probe per
+            # project. Partial: the "" totals (most rows) are not in it, so
+            # writing them costs nothing more.
+            models.Index(
+                fields=["project", "environment"],
+                name="project_stats_ec_project_env",
+                condition=~models.Q(environment=""),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -6,8 +6,10 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from project_stats import tsdb
 from project_stats.models import EventCount, Project
@@ -318,6 +320,65 @@ def test_source_must_divide_the_target(settings, project: Project) -> None:  # t
 def test_a_single_configured_rollup_has_nothing_to_backfill(settings) -> None:  # type: ignore[no-untyped-def]
     settings.PROJECT_STATS = {"ROLLUPS": ((60, 60),)}
     assert tsdb.backfill(now=NOW) == []
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+DAY = 86400
+
+
+def _from_epoch(seconds: int) -> datetime:
+    return EPOCH + timedelta(seconds=seconds)
+
+
+@settings(max_examples=25)
+@given(
+    events=st.lists(
+        st.tuples(
+            st.integers(-DAY, DAY),  # seconds from the epoch, either side
+            st.sampled_from(["received", "generated"]),
+            st.sampled_from([None, "production"]),
+            st.integers(1, 1000),
+        ),
+        min_size=1,
+        max_size=25,
+    )
+)
+# Just before the epoch, where division toward zero picks the bucket after.
+@example(events=[(-1, "received", None, 1)])
+@example(events=[(-5400, "generated", "production", 2), (-3590, "received", None, 3)])
+@example(events=[(-DAY, "received", None, 1), (DAY - 1, "received", None, 1)])
+def test_buckets_across_the_epoch_start_on_floor_and_rerun_is_a_no_op(
+    project: Project, events: list[tuple[int, str, str | None, int]]
+) -> None:
+    items = [tsdb.Increment(project, s, _from_epoch(t), c, e) for t, s, e, c in events]
+    window = {"since": _from_epoch(-2 * DAY), "until": _from_epoch(2 * DAY)}
+    later = _from_epoch(10 * DAY)  # every bucket of the window is closed
+    with transaction.atomic():
+        tsdb.incr_many(items, rollups=[10])
+        tsdb.backfill([3600, 86400], now=later, **window)
+        for rollup in (3600, 86400):
+            assert stored(rollup) == expected_sums(items, rollup)
+        for stat in ("received", "generated"):
+            for environment in (None, "production"):
+                hours = tsdb.get_range(
+                    project,
+                    stat,
+                    _from_epoch(-2 * DAY),
+                    _from_epoch(2 * DAY - 1),
+                    rollup=3600,
+                    environment=environment,
+                    now=later,
+                )
+                want = expected_sums(items, 3600)
+                assert hours == [
+                    (b, want.get((project.pk, stat, environment or "", b), 0)) for b, _ in hours
+                ]
+                assert hours[0][0] == -2 * DAY
+        before = all_rows()
+        again = tsdb.backfill([3600, 86400], now=later, **window)
+        assert [r.written for r in again] == [0, 0]
+        assert all_rows() == before
+        transaction.set_rollback(True)
 
 
 def _fine_only(series: int, hours: int) -> list[Project]:

@@ -6,8 +6,18 @@ import sys
 from pathlib import Path
 
 import pytest
+from django.core.checks import ERROR
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.db import connection
 
-from project_stats.checks import check_digits_only_slugs, check_settings, check_throttle_rate
+from project_stats.checks import (
+    check_database,
+    check_digits_only_slugs,
+    check_settings,
+    check_throttle_rate,
+    check_time_zone_support,
+)
 from project_stats.models import Organization
 
 from .factories import OrganizationFactory, ProjectFactory
@@ -167,8 +177,38 @@ def test_w002_is_silent_when_the_database_is_unreachable(tmp_path: Path) -> None
 
 
 def test_time_zone_support_is_required(settings) -> None:  # type: ignore[no-untyped-def]
-    from project_stats.checks import check_time_zone_support
 
     assert check_time_zone_support() == []
     settings.USE_TZ = False
     assert [m.id for m in check_time_zone_support()] == ["project_stats.E010"]
+
+
+def test_supported_database_passes() -> None:
+    assert check_database() == []
+
+
+@pytest.mark.django_db  # `check` also runs Django's model checks, which may ask the database
+def test_unsupported_database_is_an_error(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # Writes raise on any other vendor, so the site must not start quietly.
+    monkeypatch.setattr(connection, "vendor", "mysql")
+    messages = check_database()
+    assert [(m.id, m.level) for m in messages] == [("project_stats.E008", ERROR)]
+    assert "mysql" in messages[0].msg
+    with pytest.raises(SystemCheckError, match="project_stats.E008"):
+        call_command("check")
+
+
+@pytest.mark.parametrize("zone", ["Europe/Paris", "America/New_York", "Etc/GMT+5"])
+def test_sqlite_database_time_zone_is_refused(monkeypatch, zone: str) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setitem(connection.settings_dict, "TIME_ZONE", zone)
+    found = [(m.id, m.level) for m in check_database()]
+    if connection.vendor == "sqlite":
+        assert found == [("project_stats.E009", ERROR)]
+    else:  # PostgreSQL stores instants whatever the connection's zone
+        assert found == []
+
+
+@pytest.mark.parametrize("zone", [None, "UTC"])
+def test_sqlite_database_time_zone_utc_passes(monkeypatch, zone: str | None) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setitem(connection.settings_dict, "TIME_ZONE", zone)
+    assert check_database() == []

@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 from io import StringIO
+from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -291,3 +292,70 @@ def test_command_refuses_rollups_it_cannot_fill(settings) -> None:  # type: igno
     with pytest.raises(CommandError, match="divide an hour"):
         call_command("project_stats_demo", stdout=StringIO())
     assert not Organization.objects.exists()
+
+
+# Someone else's user named demo
+
+
+def _existing_demo_user(**fields: Any) -> Any:
+    return get_user_model().objects.create_user("demo", password="theirs", **fields)
+
+
+def _unchanged(user: Any) -> None:
+    again = get_user_model().objects.get(pk=user.pk)
+    assert (again.is_staff, again.is_superuser, again.password) == (
+        user.is_staff,
+        user.is_superuser,
+        user.password,
+    )
+    assert again.check_password("theirs")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("fields", "membership"),
+    [
+        ({}, None),  # an ordinary user
+        ({"is_staff": True, "is_superuser": True}, None),  # a superuser of the site
+        ({"is_staff": True}, OrganizationMember.Role.OWNER),  # owner, not superuser
+        ({"is_staff": True, "is_superuser": True}, OrganizationMember.Role.MEMBER),
+    ],
+)
+def test_command_refuses_a_demo_user_it_did_not_create(
+    fields: dict[str, bool], membership: str | None
+) -> None:
+    user = _existing_demo_user(**fields)
+    if membership is not None:
+        org = Organization.objects.create(slug=demo.ORGANIZATION_SLUG, name="Someone's")
+        OrganizationMember.objects.create(organization=org, user=user, role=membership)
+    organizations = list(Organization.objects.values_list("pk", "name"))
+    with pytest.raises(CommandError, match='user "demo" exists.*--force'):
+        call_command("project_stats_demo", "--days=1", stdout=StringIO())
+    _unchanged(user)
+    assert list(Organization.objects.values_list("pk", "name")) == organizations
+    assert not Project.objects.exists()
+    assert not EventCount.objects.exists()
+
+
+@pytest.mark.django_db
+def test_force_takes_the_user_over() -> None:
+    user = _existing_demo_user()
+    out = StringIO()
+    call_command("project_stats_demo", "--days=1", "--force", "--password=pw-9", stdout=out)
+    user.refresh_from_db()
+    assert user.is_staff and user.is_superuser and user.check_password("pw-9")
+    assert OrganizationMember.objects.get(user=user).role == OrganizationMember.Role.OWNER
+    assert out.getvalue().strip().splitlines()[-1] == (
+        'Updated superuser "demo" with password: pw-9'
+    )
+
+
+@pytest.mark.django_db
+def test_rerunning_the_command_needs_no_force(now: datetime) -> None:
+    # `make run` runs it every time.
+    for _ in range(3):
+        call_command(
+            "project_stats_demo", f"--now={now.timestamp()}", "--days=1", stdout=StringIO()
+        )
+    assert get_user_model().objects.filter(username="demo").count() == 1
+    assert OrganizationMember.objects.filter(user__username="demo").count() == 1

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 
 from project_stats import tsdb
@@ -308,6 +308,37 @@ def test_environment_exists(project: Project, other_project: Project, now: datet
     assert not tsdb.environment_exists(org, "")
     assert not tsdb.environment_exists(org, "x" * 100)
     assert not tsdb.environment_exists(ProjectFactory().organization, "production")
+
+
+def _plan(sql: str) -> str:
+    """The database's plan of ``sql`` (a captured statement, values inlined)."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # Tiny test tables would be read whole: ask which index serves it.
+            cursor.execute("SET LOCAL enable_seqscan = off")
+            cursor.execute(f"EXPLAIN {sql}")
+        else:
+            cursor.execute(f"EXPLAIN QUERY PLAN {sql}")
+        return "\n".join(str(row[-1]) for row in cursor.fetchall())
+
+
+@pytest.mark.parametrize("environment", ["production", "staging"])
+def test_environment_check_probes_an_index_per_project_instead_of_reading_rows(
+    project: Project, other_project: Project, now: datetime, environment: str
+) -> None:
+    # The cost must not grow with the rows stored: each project is one probe
+    # on (project, environment), never a walk through the project's buckets.
+    for offset in range(20):
+        tsdb.incr(project, "generated", timestamp=now - timedelta(hours=offset))
+        tsdb.incr(other_project, "received", timestamp=now - timedelta(hours=offset))
+    tsdb.incr(other_project, "generated", timestamp=now, environment="production")
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        tsdb.environment_exists(project.organization, environment)
+        [query] = queries.captured_queries
+        plan = _plan(query["sql"])
+    assert "project_stats_ec_project_env" in plan
+    if connection.vendor == "sqlite":
+        assert "(project_id=? AND environment=?)" in plan
 
 
 def test_delete_removes_every_row_of_the_given_projects_only(

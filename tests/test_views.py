@@ -16,7 +16,12 @@ from project_stats import tsdb
 from project_stats.models import ApiToken, OrganizationMember, Project
 from project_stats.tsdb.rollups import bucket_start
 
-from .factories import OrganizationMemberFactory, ProjectFactory, UserFactory
+from .factories import (
+    OrganizationFactory,
+    OrganizationMemberFactory,
+    ProjectFactory,
+    UserFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -288,6 +293,20 @@ def test_a_new_project_takes_over_an_old_slug(get: Get, project: Project) -> Non
     response = get(url(newcomer))
     assert response.status_code == 200
     assert sum(c for _, c in response.json()) == 5
+
+
+def test_an_old_slug_of_a_moved_project_never_leads_to_another_project(
+    get: Get, project: Project
+) -> None:
+    old_org, old = project.organization, url(project)
+    project.slug = "renamed"
+    project.save()
+    project.organization = OrganizationFactory()
+    project.save()
+    ProjectFactory(organization=old_org, slug="renamed")  # another project, the same slug
+    response = get(old)
+    assert response.status_code == 404
+    assert response.json() == NOT_FOUND
 
 
 def test_query_count_is_constant(

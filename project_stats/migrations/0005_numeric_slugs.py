@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("project_stats", "0003_projectredirect"),
+        ("project_stats", "0004_security"),
     ]
 
     operations = [

@@ -223,10 +223,18 @@ def read_buckets_by_project(
 
 
 def environment_recorded(organization_id: int, environment: str) -> bool:
-    """Whether any project of the organization has counts for ``environment``."""
-    return EventCount.objects.filter(
-        project__organization_id=organization_id, environment=environment
-    ).exists()
+    """Whether any project of the organization has counts for ``environment``.
+
+    Served by the partial (project, environment) index: one index probe per
+    project of the organization, however many rows they hold. The explicit
+    ``environment <> ''`` repeats the index's condition: SQLite uses a partial
+    index only when the query states its condition.
+    """
+    return (
+        EventCount.objects.filter(project__organization_id=organization_id, environment=environment)
+        .exclude(environment="")
+        .exists()
+    )
 
 
 def delete_projects(project_ids: Sequence[int]) -> int:
@@ -273,15 +281,19 @@ def _bucket_sql(vendor: str, column: str, rollup: int) -> str:
     expression matches the SELECT one textually.
     """
     if vendor == "postgresql":
+        # date_bin floors before its origin too.
         return (
             f"date_bin(make_interval(secs => {int(rollup)}), {column}, "
             "TIMESTAMPTZ '1970-01-01 00:00:00+00')"
         )
-    # Same text form Django writes ('YYYY-MM-DD HH:MM:SS'), so the unique
+    # Floor, as Python's ``%``: SQLite's ``/`` and ``%`` round toward zero,
+    # which before 1970 would put a time in the bucket after its own. Same
+    # text form Django writes ('YYYY-MM-DD HH:MM:SS'), so the unique
     # constraint collides with rows written by ``upsert``.
+    seconds = f"CAST(strftime('%%s', {column}) AS INTEGER)"
     return (
-        f"datetime((CAST(strftime('%%s', {column}) AS INTEGER) / {int(rollup)}) "
-        f"* {int(rollup)}, 'unixepoch')"
+        f"datetime({seconds} - (({seconds} %% {int(rollup)}) + {int(rollup)}) %% {int(rollup)}, "
+        "'unixepoch')"
     )
 
 

@@ -60,6 +60,12 @@ class Command(BaseCommand):
             default=None,
             help="password for the demo user (default: a new random one, printed)",
         )
+        parser.add_argument(
+            "--force",
+            action="store_true",
+            help=f'take over an existing user "{demo.USERNAME}" that the demo did not create '
+            "(it becomes a superuser owning the demo organization, with a new password)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         now = options["now"] or timezone.now()
@@ -69,7 +75,10 @@ class Command(BaseCommand):
                 now=now,
                 days=options["days"],
                 password=options["password"],
+                force=options["force"],
             )
+        except demo.DemoUserTaken as exc:
+            raise CommandError(f"{exc} Rename that user, or use --force to take it over.") from exc
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
         projects = ", ".join(p.slug for p in demo.PROJECTS)
