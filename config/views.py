@@ -15,8 +15,8 @@ def index(request: HttpRequest) -> HttpResponse:
     example = reverse(
         "project_stats:project-stats",
         kwargs={
-            "organization_slug": demo.ORGANIZATION_SLUG,
-            "project_slug": demo.PROJECTS[0].slug,
+            "organization_id_or_slug": demo.ORGANIZATION_SLUG,
+            "project_id_or_slug": demo.PROJECTS[0].slug,
         },
     )
     project = Project.objects.filter(

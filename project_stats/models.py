@@ -73,12 +73,16 @@ class Project(models.Model):
 
 
 class ProjectRedirectQuerySet(models.QuerySet["ProjectRedirect"]):
-    def target(self, organization_slug: str, redirect_slug: str) -> Project | None:
-        """The project that used to be ``organization_slug/redirect_slug``, if any."""
-        if "\x00" in organization_slug + redirect_slug:
+    def target(self, organization: int | str, redirect_slug: str) -> Project | None:
+        """The project that used to be ``organization/redirect_slug``, if any.
+
+        ``organization`` is the organization's id (an int) or its slug.
+        """
+        if "\x00" in f"{organization}{redirect_slug}":
             return None  # no row can hold it, and PostgreSQL refuses to compare it
+        by = "organization_id" if isinstance(organization, int) else "organization__slug"
         redirect = (
-            self.filter(organization__slug=organization_slug, redirect_slug=redirect_slug)
+            self.filter(**{by: organization}, redirect_slug=redirect_slug)
             .select_related("project")
             .first()
         )
@@ -250,14 +254,22 @@ class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
         """The token (revoked, expired or not) whose secret is ``plaintext``, with its user."""
         if not tokens.is_well_formed(plaintext):
             return None
-        from .sql import tokens_with_user  # the hot path of every request
-
         # Found by digest: a wrong secret matches no row whether or not its
         # prefix exists, so both cost the same and prefixes cannot be probed.
-        for candidate in tokens_with_user(tokens.digest(plaintext)):
+        for candidate in self.select_related("user").filter(digest=tokens.digest(plaintext)):
             if tokens.verify(plaintext, candidate.digest):
                 return candidate
         return None
+
+    def record_use(self, *, now: datetime | None = None) -> int:
+        """Set ``last_used`` to ``now`` where it is unset or over a minute old; how many rows.
+
+        Conditional in the database, so concurrent requests write at most once
+        a minute too.
+        """
+        now = _aware_now(now)
+        stale = models.Q(last_used__isnull=True) | models.Q(last_used__lt=now - LAST_USED_INTERVAL)
+        return self.filter(stale).update(last_used=now)
 
     def revoke(self, *, now: datetime | None = None) -> int:
         """Revoke the tokens not yet revoked; returns how many."""
@@ -316,15 +328,9 @@ class ApiToken(models.Model):
         a minute too. Returns whether this call wrote.
         """
         now = _aware_now(now)
-        cutoff = now - LAST_USED_INTERVAL
-        if self.last_used is not None and self.last_used >= cutoff:
+        if self.last_used is not None and self.last_used >= now - LAST_USED_INTERVAL:
             return False
-        written = (
-            type(self)
-            .objects.filter(pk=self.pk)
-            .filter(models.Q(last_used__isnull=True) | models.Q(last_used__lt=cutoff))
-            .update(last_used=now)
-        )
+        written = type(self).objects.filter(pk=self.pk).record_use(now=now)
         if written:
             self.last_used = now
         return bool(written)

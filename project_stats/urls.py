@@ -6,17 +6,17 @@ app_name = "project_stats"
 
 urlpatterns = [
     path(
-        "projects/<str:organization_slug>/<str:project_slug>/stats/",
+        "projects/<str:organization_id_or_slug>/<str:project_id_or_slug>/stats/",
         views.ProjectStatsView.as_view(),
         name="project-stats",
     ),
     path(
-        "organizations/<str:organization_slug>/projects/",
+        "organizations/<str:organization_id_or_slug>/projects/",
         views.OrganizationProjectsView.as_view(),
         name="organization-projects",
     ),
     path(
-        "organizations/<str:organization_slug>/stats/",
+        "organizations/<str:organization_id_or_slug>/stats/",
         views.OrganizationStatsView.as_view(),
         name="organization-stats",
     ),

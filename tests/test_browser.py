@@ -28,7 +28,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("demo_site")]
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 PASSWORD = "e2e-password"
-API_KWARGS = {"organization_slug": demo.ORGANIZATION_SLUG, "project_slug": "pump-station"}
+API_KWARGS = {
+    "organization_id_or_slug": demo.ORGANIZATION_SLUG,
+    "project_id_or_slug": "pump-station",
+}
 
 
 def _missing() -> str | None:

@@ -27,7 +27,10 @@ UNAVAILABLE = {"detail": DATABASE_UNAVAILABLE}
 def stats_path(project: Project) -> str:
     return reverse(
         "project_stats:project-stats",
-        kwargs={"organization_slug": project.organization.slug, "project_slug": project.slug},
+        kwargs={
+            "organization_id_or_slug": project.organization.slug,
+            "project_id_or_slug": project.slug,
+        },
     )
 
 

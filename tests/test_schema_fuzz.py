@@ -64,7 +64,7 @@ def test_generated_requests_get_documented_answers_and_never_a_server_error(
     served = http_get(live_server.url + "/api/0/schema/?format=json")
     assert served.status == 200
     schema = schemathesis.openapi.from_dict(json.loads(served.body))
-    real = {"organization_slug": "acme", "project_slug": "web"}
+    real = {"organization_id_or_slug": "acme", "project_id_or_slug": "web"}
     headers = {"Authorization": f"Bearer {token.plaintext}"}  # type: ignore[attr-defined]
     sent: Counter[tuple[str, str]] = Counter()
     statuses: Counter[int] = Counter()

@@ -176,6 +176,90 @@ def read_buckets(
         return {int(epoch_value): count for epoch_value, count in cursor.fetchall()}
 
 
+def _epoch_sql(connection: BaseDatabaseWrapper, column: str) -> str:
+    """SQL turning a stored bucket start into epoch seconds, in the database."""
+    if connection.vendor == "postgresql":
+        return f"extract(epoch FROM {column})::bigint"
+    return f"CAST(strftime('%%s', {column}) AS INTEGER)"
+
+
+def series_sql(
+    connection: BaseDatabaseWrapper,
+    projects: str,
+    projects_params: Sequence[Any],
+    *,
+    stat: int,
+    environment: str,
+    rollup: int,
+    first: int,
+    last: int,
+    summed: bool = False,
+) -> tuple[str, list[Any]]:
+    """A ``SELECT`` of stored buckets, for a caller to run inside its own statement.
+
+    Rows are ``(project_id, bucket_start_epoch, count)`` for the projects whose
+    ids the SQL ``projects`` selects (``projects_params`` are its parameters),
+    bucket starts ``first..last`` inclusive; with ``summed``, one row per bucket
+    with the counts of all those projects added up and ``NULL`` as project.
+    Values are bound through the model's fields.
+    """
+    qn = connection.ops.quote_name
+    meta = EventCount._meta
+    table = qn(meta.db_table)
+
+    def col(name: str) -> str:
+        return f"c.{qn(_column(name))}"
+
+    def prep(name: str, value: Any) -> Any:
+        return meta.get_field(name).get_db_prep_value(value, connection)  # type: ignore[union-attr]
+
+    where = (
+        f"{col('project')} IN ({projects}) AND {col('stat')} = %s AND {col('rollup')} = %s "
+        f"AND {col('environment')} = %s "
+        f"AND {col('timestamp')} >= %s AND {col('timestamp')} <= %s"
+    )
+    params = [
+        *projects_params,
+        prep("stat", stat),
+        prep("rollup", rollup),
+        prep("environment", environment),
+        prep("timestamp", epoch_to_datetime(first)),
+        prep("timestamp", epoch_to_datetime(last)),
+    ]
+    epoch = _epoch_sql(connection, col("timestamp"))
+    if summed:
+        sql = (
+            f"SELECT CAST(NULL AS bigint) AS project_id, {epoch} AS bucket, "  # noqa: S608
+            f"CAST(SUM({col('count')}) AS bigint) AS n FROM {table} c WHERE {where} GROUP BY {epoch}"
+        )
+    else:
+        sql = (
+            f"SELECT {col('project')} AS project_id, {epoch} AS bucket, "  # noqa: S608
+            f"{col('count')} AS n FROM {table} c WHERE {where}"
+        )
+    return sql, params
+
+
+def environment_sql(
+    connection: BaseDatabaseWrapper, organization: str, environment: str
+) -> tuple[str, list[Any]]:
+    """A boolean SQL expression: counts were recorded for ``environment`` in ``organization``.
+
+    ``organization`` is SQL for the organization's id (e.g. a column of the
+    caller's statement).
+    """
+    qn = connection.ops.quote_name
+    project_meta = EventCount._meta.get_field("project").related_model._meta  # type: ignore[union-attr]
+    sql = (
+        f"EXISTS (SELECT 1 FROM {qn(EventCount._meta.db_table)} e "  # noqa: S608
+        f"WHERE e.{qn(_column('environment'))} = %s AND e.{qn(_column('project'))} IN "
+        f"(SELECT ep.{qn(project_meta.pk.column)} FROM {qn(project_meta.db_table)} ep "
+        f"WHERE ep.{qn(project_meta.get_field('organization').column)} = {organization}))"  # type: ignore[union-attr]
+    )
+    value = EventCount._meta.get_field("environment").get_db_prep_value(environment, connection)  # type: ignore[union-attr]
+    return sql, [value]
+
+
 def read_buckets_summed(
     project_ids: QuerySet[Any] | Sequence[int],
     stat: int,
