@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -187,18 +187,17 @@ class TokenUser(LazyObject):
         return self._wrapped is not empty
 
 
+def _field(model: type[Model], name: str) -> Field[Any, Any]:
+    return cast("Field[Any, Any]", model._meta.pk if name == "pk" else model._meta.get_field(name))
+
+
 def _column(model: type[Model], name: str, connection: BaseDatabaseWrapper) -> str:
-    found: Field[Any, Any] = model._meta.get_field(name)  # type: ignore[assignment]
-    return connection.ops.quote_name(found.column)
+    return connection.ops.quote_name(_field(model, name).column)
 
 
 def _prep(model: type[Model], name: str, value: Any, connection: BaseDatabaseWrapper) -> Any:
-    found: Field[Any, Any] = model._meta.get_field(name)  # type: ignore[assignment]
-    return found.get_db_prep_value(value, connection)
-
-
-def _pk_prep(model: type[Model], value: Any, connection: BaseDatabaseWrapper) -> Any:
-    return model._meta.pk.get_db_prep_value(value, connection)  # type: ignore[union-attr]
+    """``value`` as the field ``name`` binds it (``"pk"``: the primary key)."""
+    return _field(model, name).get_db_prep_value(value, connection)
 
 
 def _user_flags(connection: BaseDatabaseWrapper, user_id: str) -> tuple[str, dict[str, str]]:
@@ -221,14 +220,14 @@ def _user_flags(connection: BaseDatabaseWrapper, user_id: str) -> tuple[str, dic
         except Exception:  # noqa: BLE001 - FieldDoesNotExist: not a field on this model
             found = None
         if isinstance(found, Field) and found.concrete and not found.is_relation:
-            holder = found.model._meta.concrete_model
-            assert holder is not None  # a concrete field belongs to a concrete model
+            # A concrete field belongs to a concrete model.
+            holder = cast("type[Model]", found.model._meta.concrete_model)
             alias = tables.get(holder)
             if alias is None:
                 alias = tables[holder] = f"u{len(tables)}"
                 joins.append(
                     f" JOIN {qn(holder._meta.db_table)} {alias} "
-                    f"ON {alias}.{qn(holder._meta.pk.column)} = {user_id}"  # type: ignore[union-attr]
+                    f"ON {alias}.{_column(holder, 'pk', connection)} = {user_id}"
                 )
             flags[name] = f"{alias}.{qn(found.column)}"
         else:
@@ -249,7 +248,7 @@ def _token_cte(
     user_id = col("user")
     joins, flags = _user_flags(connection, user_id)
     sql = (
-        f"SELECT t.{qn(ApiToken._meta.pk.column)} AS tid, {col('scopes')} AS sc, "  # type: ignore[union-attr]  # noqa: S608
+        f"SELECT t.{_column(ApiToken, 'pk', connection)} AS tid, {col('scopes')} AS sc, "  # noqa: S608
         f"({col('revoked_at')} IS NOT NULL) AS rv, "
         f"({col('expires_at')} IS NOT NULL AND {col('expires_at')} <= %s) AS ex, "
         f"({col('last_used')} IS NULL OR {col('last_used')} < %s) AS st, "
@@ -269,9 +268,7 @@ def _id_or_slug_column(
 ) -> tuple[str, Any]:
     """The quoted column to compare and the value bound through that column's field."""
     if isinstance(value, int):
-        pk = model._meta.pk
-        assert pk is not None
-        return connection.ops.quote_name(pk.column), pk.get_db_prep_value(value, connection)
+        return _column(model, "pk", connection), _prep(model, "pk", value, connection)
     return _column(model, "slug", connection), _prep(model, "slug", value, connection)
 
 
@@ -289,7 +286,7 @@ def _target_cte(
     """
     qn = connection.ops.quote_name
     org_table = qn(Organization._meta.db_table)
-    org_pk = qn(Organization._meta.pk.column)  # type: ignore[union-attr]
+    org_pk = _column(Organization, "pk", connection)
     if project is None or organization is None:
         sql = (
             f"SELECT o.{org_pk} AS pid, o.{_column(Organization, 'slug', connection)} AS ps, "  # noqa: S608
@@ -300,7 +297,7 @@ def _target_cte(
         org_column, org_value = _id_or_slug_column(Organization, organization, connection)
         return sql + f"o.{org_column} = %s AND {visible}", [org_value, *visible_params]
     org_column, org_value = _id_or_slug_column(Organization, organization, connection)
-    project_pk = qn(Project._meta.pk.column)  # type: ignore[union-attr]
+    project_pk = _column(Project, "pk", connection)
     project_org = _column(Project, "organization", connection)
     project_column, project_value = _id_or_slug_column(Project, project, connection)
     sql = (
@@ -318,7 +315,7 @@ def _member_sql(connection: BaseDatabaseWrapper, user_id: str) -> str:
     return (
         f"EXISTS (SELECT 1 FROM {qn(OrganizationMember._meta.db_table)} m "  # noqa: S608
         f"WHERE m.{_column(OrganizationMember, 'organization', connection)} = "
-        f"o.{qn(Organization._meta.pk.column)} "  # type: ignore[union-attr]
+        f"o.{_column(Organization, 'pk', connection)} "
         f"AND m.{_column(OrganizationMember, 'user', connection)} = {user_id})"
     )
 
@@ -367,19 +364,20 @@ def look_up(
         ctes.append(f"lookup AS ({token_sql})")
         params += token_params
         visible = (
-            "EXISTS (SELECT 1 FROM lookup WHERE NOT lookup.rv AND NOT lookup.ex AND lookup.ac "
+            "EXISTS (SELECT 1 FROM lookup WHERE NOT lookup.rv AND NOT lookup.ex AND lookup.ac "  # noqa: S608
             f"AND (lookup.su OR {_member_sql(connection, 'lookup.uid')}))"
         )
         visible_params: list[Any] = []
         source = "lookup"
-        token_columns = "lookup.tid, lookup.sc, lookup.rv, lookup.ex, lookup.st, lookup.uid, lookup.ac, lookup.su"
+        columns = ("tid", "sc", "rv", "ex", "st", "uid", "ac", "su")
+        token_columns = ", ".join(f"lookup.{name}" for name in columns)
     else:
-        assert user is not None
-        user_model = get_user_model()
+        if user is None:
+            raise ValueError("look_up needs a token digest or a user")
         visible = f"(%s OR {_member_sql(connection, '%s')})"
         visible_params = [
             bool(getattr(user, "is_superuser", False)),
-            _pk_prep(user_model, user.pk, connection),
+            _prep(get_user_model(), "pk", user.pk, connection),
         ]
         source = "(SELECT 1 AS one) d"
         token_columns = ", ".join(["NULL"] * 8)
@@ -408,13 +406,15 @@ def look_up(
     projects, projects_params = "SELECT pid FROM target", []
     if project is None:
         qn = connection.ops.quote_name
-        pk_column = qn(Project._meta.pk.column)  # type: ignore[union-attr]
+        pk_column = _column(Project, "pk", connection)
         projects = (
             f"SELECT {pk_column} FROM {qn(Project._meta.db_table)} "  # noqa: S608
             f"WHERE {_column(Project, 'organization', connection)} IN (SELECT oid FROM target)"
         )
         if project_ids is not None:
-            wanted = [_pk_prep(Project, pk, connection) for pk in project_ids if 0 < pk <= MAX_ID]
+            wanted = [
+                _prep(Project, "pk", pk, connection) for pk in project_ids if 0 < pk <= MAX_ID
+            ]
             projects += (
                 f" AND {pk_column} IN ({', '.join(['%s'] * len(wanted))})"
                 if wanted
@@ -423,7 +423,7 @@ def look_up(
             projects_params = wanted
         if list_projects:
             sql += (
-                f" UNION ALL SELECT 2, {', '.join(['NULL'] * 12)}, i.*, NULL, NULL "
+                f" UNION ALL SELECT 2, {', '.join(['NULL'] * 12)}, i.*, NULL, NULL "  # noqa: S608
                 f"FROM ({projects}) i"
             )
             params += projects_params
@@ -433,7 +433,7 @@ def look_up(
         counts_read = True
         if counts is not None:
             counts_sql, counts_params = counts
-            sql += f" UNION ALL SELECT 1, {', '.join(['NULL'] * 12)}, c.* FROM ({counts_sql}) c"
+            sql += f" UNION ALL SELECT 1, {', '.join(['NULL'] * 12)}, c.* FROM ({counts_sql}) c"  # noqa: S608
             params += counts_params
 
     found = Found(counts=[] if counts_read else None)
@@ -458,17 +458,14 @@ def look_up(
 
 def _token_row(connection: BaseDatabaseWrapper, values: Sequence[Any]) -> TokenRow:
     tid, scopes, revoked, expired, stale, user_pk, active, superuser = values
-    scopes_field: Field[Any, Any] = ApiToken._meta.get_field("scopes")  # type: ignore[assignment]
-    decoded = scopes_field.from_db_value(scopes, None, connection)  # type: ignore[attr-defined]
-    user_pk_field = get_user_model()._meta.pk
-    assert user_pk_field is not None
+    decoded = _field(ApiToken, "scopes").from_db_value(scopes, None, connection)  # type: ignore[attr-defined]
     return TokenRow(
         pk=int(tid),
         scopes=tuple(s for s in decoded if isinstance(s, str)) if isinstance(decoded, list) else (),
         revoked=_bool(revoked),
         expired=_bool(expired),
         stale=_bool(stale),
-        user_pk=user_pk_field.to_python(user_pk),
+        user_pk=_field(get_user_model(), "pk").to_python(user_pk),
         user_active=_bool(active),
         user_superuser=_bool(superuser),
     )

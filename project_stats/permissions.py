@@ -35,8 +35,8 @@ from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from .constants import SCOPES
 from .access import TokenCredential, id_or_slug, match
+from .constants import SCOPES
 from .models import ApiToken, Organization, Project
 
 __all__ = [
@@ -80,7 +80,7 @@ def _is_superuser(user: UserLike) -> bool:
 def get_project_or_404(
     user: UserLike, organization_id_or_slug: str, project_id_or_slug: str
 ) -> Project:
-    """The project of the path ``organization_id_or_slug/project_id_or_slug`` if ``user`` may see it.
+    """The project ``organization_id_or_slug/project_id_or_slug`` if ``user`` may see it.
 
     Each segment is an id (ASCII digits only) or a slug. One query: the
     path and the membership are matched together, so an unknown

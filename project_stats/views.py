@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -100,7 +101,8 @@ class StatsEndpoint(APIView):
             if project is None:
                 organization = None  # no row can match this path
         bearer = next(
-            (a for a in request.authenticators if isinstance(a, BearerTokenAuthentication)), None
+            (a for a in request.authenticators or () if isinstance(a, BearerTokenAuthentication)),
+            None,
         )
         try:
             pending = bearer.identify(request) if bearer is not None else None
@@ -118,7 +120,7 @@ class StatsEndpoint(APIView):
                     else access.Found()
                 )
                 user, auth = bearer.accept(pending, found.token, now=self.now)
-                request.user, request.auth = user, auth
+                request.user, request.auth = user, auth  # type: ignore[assignment]
                 request._authenticator = bearer  # type: ignore[attr-defined]
                 return found
         except APIException:
@@ -126,11 +128,11 @@ class StatsEndpoint(APIView):
             # anonymous request, not a second authentication attempt.
             request._not_authenticated()  # type: ignore[attr-defined]
             raise
-        user = request.user  # the other classes (a session), as DRF would
-        if organization is None or not (user.is_authenticated and user.is_active):
+        session_user = request.user  # the other classes (a session), as DRF would
+        if organization is None or not (session_user.is_authenticated and session_user.is_active):
             return access.Found()
         return access.look_up(
-            organization=organization, project=project, user=user, now=self.now, **statement
+            organization=organization, project=project, user=session_user, now=self.now, **statement
         )
 
 
@@ -226,7 +228,8 @@ def _read_arguments(query: StatsQuerySerializer, now: datetime) -> dict[str, Any
         arguments["environment"] = environment
     if in_statement and query.is_valid():
         data = query.validated_data
-        try:
+        # ValueError: e.g. an environment no row can hold, answered by the query's checks.
+        with contextlib.suppress(ValueError):
             arguments["read"] = tsdb.plan_range(
                 data["stat"],
                 data["start"],
@@ -235,8 +238,6 @@ def _read_arguments(query: StatsQuerySerializer, now: datetime) -> dict[str, Any
                 environment=data["environment"],
                 now=now,
             )
-        except ValueError:
-            pass  # e.g. an environment no row can hold: answered by the query's checks
     return arguments
 
 

@@ -12,7 +12,7 @@ from typing import Any, cast
 
 from django.db import connections, router, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import Field, QuerySet, Sum
+from django.db.models import Field, Model, QuerySet, Sum
 
 from ..models import EventCount
 from .rollups import epoch_to_datetime
@@ -211,7 +211,7 @@ def series_sql(
         return f"c.{qn(_column(name))}"
 
     def prep(name: str, value: Any) -> Any:
-        return meta.get_field(name).get_db_prep_value(value, connection)  # type: ignore[union-attr]
+        return cast("Field[Any, Any]", meta.get_field(name)).get_db_prep_value(value, connection)
 
     where = (
         f"{col('project')} IN ({projects}) AND {col('stat')} = %s AND {col('rollup')} = %s "
@@ -230,7 +230,8 @@ def series_sql(
     if summed:
         sql = (
             f"SELECT CAST(NULL AS bigint) AS project_id, {epoch} AS bucket, "  # noqa: S608
-            f"CAST(SUM({col('count')}) AS bigint) AS n FROM {table} c WHERE {where} GROUP BY {epoch}"
+            f"CAST(SUM({col('count')}) AS bigint) AS n "
+            f"FROM {table} c WHERE {where} GROUP BY {epoch}"
         )
     else:
         sql = (
@@ -249,14 +250,20 @@ def environment_sql(
     caller's statement).
     """
     qn = connection.ops.quote_name
-    project_meta = EventCount._meta.get_field("project").related_model._meta  # type: ignore[union-attr]
+    project_model = cast("type[Model]", EventCount._meta.get_field("project").related_model)
+    project_meta = project_model._meta
+    organization_field = cast("Field[Any, Any]", project_meta.get_field("organization"))
+    project_pk = project_meta.pk
+    if project_pk is None:  # pragma: no cover - every concrete model has one
+        raise TypeError("Project has no primary key")
     sql = (
         f"EXISTS (SELECT 1 FROM {qn(EventCount._meta.db_table)} e "  # noqa: S608
         f"WHERE e.{qn(_column('environment'))} = %s AND e.{qn(_column('project'))} IN "
-        f"(SELECT ep.{qn(project_meta.pk.column)} FROM {qn(project_meta.db_table)} ep "
-        f"WHERE ep.{qn(project_meta.get_field('organization').column)} = {organization}))"  # type: ignore[union-attr]
+        f"(SELECT ep.{qn(project_pk.column)} FROM {qn(project_meta.db_table)} ep "
+        f"WHERE ep.{qn(str(organization_field.column))} = {organization}))"
     )
-    value = EventCount._meta.get_field("environment").get_db_prep_value(environment, connection)  # type: ignore[union-attr]
+    field = cast("Field[Any, Any]", EventCount._meta.get_field("environment"))
+    value = field.get_db_prep_value(environment, connection)
     return sql, [value]
 
 
