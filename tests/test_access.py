@@ -326,7 +326,7 @@ def test_range_query_in_a_statement_matches_get_range(project: Project) -> None:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
     assert read.series(rows) == tsdb.get_range(project, "received", start, end, now=now)
-    both = f"SELECT id FROM {Project._meta.db_table} WHERE organization_id = %s"
+    both = f"SELECT id FROM {Project._meta.db_table} WHERE organization_id = %s"  # noqa: S608
     summed = read.sql(connection, both, [project.organization_id], summed=True)
     assert summed is not None
     with connection.cursor() as cursor:
