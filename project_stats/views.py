@@ -67,6 +67,8 @@ class StatsEndpoint(APIView):
 
     found: access.Found | None = None
     now: datetime
+    # The access statement's keyword arguments (``read``: the planned counts).
+    statement: dict[str, Any]
     parameters: StatsQuerySerializer
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
@@ -93,7 +95,7 @@ class StatsEndpoint(APIView):
     def look_up(self, request: Request) -> access.Found:
         """Authenticate and read everything the request decides on, in one statement."""
         self.now = timezone.now()
-        statement = self.prepare(request)
+        self.statement = statement = self.prepare(request)
         organization = access.id_or_slug(self.kwargs.get("organization_id_or_slug"))
         project = None
         if self.path_has_project:
@@ -169,16 +171,8 @@ class ProjectStatsView(StatsEndpoint):
         query = self.parameters.query(
             environment_exists=_environment_check(found, target.organization_id)
         )
-        if found.counts is not None:
-            read = tsdb.plan_range(
-                query["stat"],
-                query["start"],
-                query["end"],
-                rollup=query["rollup"],
-                environment=query["environment"],
-                now=self.now,
-            )
-            return Response(render_series(read.series(found.counts)))
+        if found.counts is not None:  # read in the statement, as planned from this query
+            return Response(render_series(self.statement["read"].series(found.counts)))
         points = tsdb.get_range(
             target.pk,
             query["stat"],
@@ -327,12 +321,12 @@ class OrganizationStatsView(OrganizationEndpointMixin, StatsEndpoint):
         in_statement = found.counts is not None
         if query["group"] == "organization":
             if in_statement:
-                series = tsdb.plan_range(**read).series(found.counts or [])
+                series = self.statement["read"].series(found.counts or [])
             else:
                 series = tsdb.get_range_total(projects, **read)
             return Response(render_series(series))
         if in_statement:
-            by_project = tsdb.plan_range(**read).series_by_project(
+            by_project = self.statement["read"].series_by_project(
                 found.counts or [], sorted(found.project_ids)
             )
         else:
