@@ -297,7 +297,8 @@ class OrganizationStatsView(OrganizationEndpointMixin, StatsEndpoint):
         self.projects = ProjectIdFilter(request.query_params, queryset=Project.objects.all())
         arguments = _read_arguments(self.parameters, self.now)
         if not self.projects.is_valid():
-            return arguments  # a 400 once access is settled; no counts needed
+            arguments.pop("read", None)  # a 400 once access is settled: no counts needed
+            return arguments
         arguments["project_ids"] = self.projects.form.cleaned_data.get("projectID") or None
         group = self.parameters.validated_data.get("group") if "read" in arguments else None
         arguments["summed"] = group == "organization"

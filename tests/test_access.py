@@ -347,3 +347,17 @@ def test_look_up_reads_an_organization_target(project: Project, member: Any) -> 
         ).target
         is None
     )
+
+
+def test_a_bad_project_id_reads_no_counts(
+    client: Client, project: Project, auth: dict[str, str]
+) -> None:
+    org = project.organization
+    client.get(org_path("organization-stats", org.pk), **auth)
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(
+            org_path("organization-stats", org.pk), {"projectID": "x", "group": "project"}, **auth
+        )
+    assert response.status_code == 400
+    (statement,) = queries.captured_queries
+    assert "eventcount" not in statement["sql"]
