@@ -173,12 +173,28 @@ def main() -> None:
     big_token = load(BIG, args.projects, demo=True)
     small_token = load(SMALL, 4, demo=False)
     path = f"/api/0/projects/{ORG}/p3/stats/"
+    with psycopg.connect(db_url(BIG)) as conn:
+        ids = [
+            row[0]
+            for row in conn.execute(
+                "SELECT p.id FROM project_stats_project p JOIN project_stats_organization o "
+                "ON o.id = p.organization_id WHERE o.slug = %s AND p.slug = ANY(%s) ORDER BY p.id",
+                [ORG, ["p1", "p2", "p3"]],
+            )
+        ]
+    org_stats = f"/api/0/organizations/{ORG}/stats/?" + "&".join(f"projectID={i}" for i in ids)
     now = time.time()
     cases = {
         "floor (plain Django view, no auth, no DB)": ("/bench/floor/", False),
         "default: 24 points at 1h": (path, True),
         "360 points at 10s": (f"{path}?resolution=10s&since={now - 3590:.0f}", True),
         "90 points at 1d": (f"{path}?resolution=1d&since={now - 89 * 86400:.0f}", True),
+        "reference: straightforward DRF, 24 points at 1h": (
+            f"/bench/reference/projects/{ORG}/p3/stats/",
+            True,
+        ),
+        "organization stats, summed, 3 projects": (org_stats, True),
+        "organization stats, per project, 3 projects": (f"{org_stats}&group=project", True),
     }
     results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in cases}
     volume: dict[str, list[float]] = {BIG: [], SMALL: []}
@@ -224,6 +240,12 @@ def main() -> None:
         f"median of {args.runs} x {args.seconds} s)\n"
     )
     print(table(["request", "req/s", "p50 ms", "p99 ms", "vs floor"], rows))
+    ours = median([r[0] for r in results["default: 24 points at 1h"]])
+    reference = median([r[0] for r in results["reference: straightforward DRF, 24 points at 1h"]])
+    print(
+        f"\nThe endpoint serves {ours / reference:.2f}x the straightforward DRF "
+        "implementation's throughput (bench/reference.py; target at least 3x)."
+    )
     print("\n### Queries per request\n")
     print(table(["request", "queries"], [[n, q] for n, q in queries.items()]))
     small, big = median(volume[SMALL]), median(volume[BIG])

@@ -15,6 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PARTS = [
     ("http_read.py", []),
+    ("round_trips.py", []),
     ("ingest.py", []),
     ("backfill.py", []),
     ("soak.py", []),

@@ -1,4 +1,5 @@
-"""The site's URLs plus the floor: the same 24-point JSON, no auth, no database."""
+"""The site's URLs plus the floor (the same 24-point JSON, no auth, no database) and the
+straightforward DRF reference implementation of the stats endpoint."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
 
+from bench.reference import ReferenceProjectStatsView
 from config.urls import urlpatterns as site_urlpatterns
 
 
@@ -18,4 +20,11 @@ def floor(request: HttpRequest) -> HttpResponse:
     return HttpResponse(json.dumps(points, separators=(",", ":")), content_type="application/json")
 
 
-urlpatterns = [path("bench/floor/", floor), *site_urlpatterns]
+urlpatterns = [
+    path("bench/floor/", floor),
+    path(
+        "bench/reference/projects/<str:organization_slug>/<str:project_slug>/stats/",
+        ReferenceProjectStatsView.as_view(),
+    ),
+    *site_urlpatterns,
+]

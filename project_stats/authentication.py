@@ -16,8 +16,11 @@ Failed attempts can be throttled per client address
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.http import HttpRequest
 from django.utils import timezone
 from django.views.debug import SafeExceptionReporterFilter
@@ -26,10 +29,29 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
 
+from . import tokens
+from .access import TokenCredential, TokenRow, TokenUser
 from .models import ApiToken
 from .throttling import FailedAuthenticationThrottle
 
-__all__ = ["BearerTokenAuthentication", "TokenSafeExceptionReporterFilter"]
+__all__ = ["BearerTokenAuthentication", "PendingToken", "TokenSafeExceptionReporterFilter"]
+
+
+@dataclass(frozen=True, repr=False)
+class PendingToken:
+    """A bearer token read from the header, not yet checked against the database."""
+
+    plaintext: str
+    request: Request
+
+    @property
+    def digest(self) -> str | None:
+        """What the database stores for this token; None if it cannot be one of ours."""
+        return tokens.digest(self.plaintext) if tokens.is_well_formed(self.plaintext) else None
+
+    def record_failure(self) -> None:
+        """Count a failed attempt; ``Throttled`` (429) once the address failed too often."""
+        FailedAuthenticationThrottle().record_failure(self.request)
 
 
 class TokenSafeExceptionReporterFilter(SafeExceptionReporterFilter):
@@ -56,6 +78,25 @@ class BearerTokenAuthentication(BaseAuthentication):
 
     @sensitive_variables()  # everything below too: the token passes through many frames
     def authenticate(self, request: Request) -> tuple[Any, ApiToken] | None:
+        pending = self.identify(request)
+        if pending is None:
+            return None
+        try:
+            return self.authenticate_credentials(pending.plaintext)
+        except AuthenticationFailed:
+            pending.record_failure()
+            raise
+
+    @sensitive_variables()
+    def identify(self, request: Request) -> PendingToken | None:
+        """The bearer token of the request, checked for shape only: no database.
+
+        None when the request has no bearer header (another class's turn).
+        A malformed header raises ``AuthenticationFailed`` (counted as a
+        failure); too many recent failures from the address raise
+        ``Throttled``. The token itself is checked by :meth:`authenticate`
+        or, in the stats views, by :meth:`accept` with the access statement's row.
+        """
         header = request.META.get("HTTP_AUTHORIZATION")
         if isinstance(header, bytes):
             # WSGI hands headers over as latin-1 strings; be lenient with servers that don't.
@@ -70,21 +111,18 @@ class BearerTokenAuthentication(BaseAuthentication):
             TokenSafeExceptionReporterFilter()
         )
         try:
-            return self._authenticate_parts(parts)
+            if len(parts) == 1:
+                raise AuthenticationFailed("Invalid token header. No credentials provided.")
+            if len(parts) > 2:
+                raise AuthenticationFailed(
+                    "Invalid token header. Token string should not contain spaces."
+                )
         except AuthenticationFailed:
             # 429 instead of 401 once the address has failed too often; a
             # valid token is never refused, so nobody can lock others out.
             FailedAuthenticationThrottle().record_failure(request)
             raise
-
-    def _authenticate_parts(self, parts: list[str]) -> tuple[Any, ApiToken]:
-        if len(parts) == 1:
-            raise AuthenticationFailed("Invalid token header. No credentials provided.")
-        if len(parts) > 2:
-            raise AuthenticationFailed(
-                "Invalid token header. Token string should not contain spaces."
-            )
-        return self.authenticate_credentials(parts[1])
+        return PendingToken(parts[1], request)
 
     @sensitive_variables()
     def authenticate_credentials(self, plaintext: str) -> tuple[Any, ApiToken]:
@@ -98,6 +136,32 @@ class BearerTokenAuthentication(BaseAuthentication):
             raise AuthenticationFailed("User inactive or deleted.")
         token.record_use(now=now)
         return token.user, token
+
+    def accept(
+        self, pending: PendingToken, row: TokenRow | None, *, now: datetime
+    ) -> tuple[TokenUser, TokenCredential]:
+        """``(user, auth)`` for the token the access statement read as ``row``.
+
+        The same checks and messages as :meth:`authenticate_credentials`; the
+        user is a :class:`~project_stats.access.TokenUser` (its id and flags,
+        loaded in full only when something asks for more).
+        """
+        try:
+            if row is None or row.revoked:
+                raise AuthenticationFailed("Invalid token.")
+            if row.expired:
+                raise AuthenticationFailed("Token has expired.")
+            if not row.user_active:
+                raise AuthenticationFailed("User inactive or deleted.")
+        except AuthenticationFailed:
+            pending.record_failure()
+            raise
+        if row.stale:
+            ApiToken.objects.filter(pk=row.pk).record_use(now=now)
+        user = TokenUser(
+            get_user_model(), row.user_pk, is_active=True, is_superuser=row.user_superuser
+        )
+        return user, TokenCredential(pk=row.pk, scopes=row.scopes, user_id=row.user_pk)
 
     def authenticate_header(self, request: Request) -> str:
         return f'Bearer realm="{self.realm}"'

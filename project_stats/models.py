@@ -102,30 +102,24 @@ class Project(models.Model):
 
 
 class ProjectRedirectQuerySet(models.QuerySet["ProjectRedirect"]):
-    def target(self, organization_slug: str, redirect_slug: str) -> Project | None:
-        """The project that used to be ``organization_slug/redirect_slug``, if any.
+    def target(self, organization: Organization | int | str, redirect_slug: str) -> Project | None:
+        """The project that used to be ``organization/redirect_slug``, if any.
 
+        ``organization`` is an ``Organization``, its id (an int) or its slug.
         Only a project still in that organization: a redirect never leads
         into another organization.
         """
-        if "\x00" in organization_slug + redirect_slug:
+        if "\x00" in f"{organization}{redirect_slug}":
             return None  # no row can hold it, and PostgreSQL refuses to compare it
-        return self._target(
-            models.Q(organization__slug=organization_slug, redirect_slug=redirect_slug)
-        )
-
-    def target_in(self, organization: Organization | int, redirect_slug: str) -> Project | None:
-        """:meth:`target` for an ``Organization`` or its primary key."""
-        if "\x00" in redirect_slug:
-            return None
-        organization_id = (
-            organization.pk if isinstance(organization, Organization) else organization
-        )
-        return self._target(models.Q(organization_id=organization_id, redirect_slug=redirect_slug))
-
-    def _target(self, where: models.Q) -> Project | None:
+        if isinstance(organization, Organization):
+            organization = organization.pk
+        by = "organization_id" if isinstance(organization, int) else "organization__slug"
         redirect = (
-            self.filter(where, project__organization_id=models.F("organization_id"))
+            self.filter(
+                **{by: organization},
+                redirect_slug=redirect_slug,
+                project__organization_id=models.F("organization_id"),
+            )
             .select_related("project")
             .first()
         )
@@ -326,14 +320,22 @@ class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
         """The token (revoked, expired or not) whose secret is ``plaintext``, with its user."""
         if not tokens.is_well_formed(plaintext):
             return None
-        from .sql import tokens_with_user  # the hot path of every request
-
         # Found by digest: a wrong secret matches no row whether or not its
         # prefix exists, so both cost the same and prefixes cannot be probed.
-        for candidate in tokens_with_user(tokens.digest(plaintext)):
+        for candidate in self.select_related("user").filter(digest=tokens.digest(plaintext)):
             if tokens.verify(plaintext, candidate.digest):
                 return candidate
         return None
+
+    def record_use(self, *, now: datetime | None = None) -> int:
+        """Set ``last_used`` to ``now`` where it is unset or over a minute old; how many rows.
+
+        Conditional in the database, so concurrent requests write at most once
+        a minute too.
+        """
+        now = _aware_now(now)
+        stale = models.Q(last_used__isnull=True) | models.Q(last_used__lt=now - LAST_USED_INTERVAL)
+        return self.filter(stale).update(last_used=now)
 
     def revoke(self, *, now: datetime | None = None) -> int:
         """Revoke the tokens not yet revoked; returns how many."""
@@ -392,15 +394,9 @@ class ApiToken(models.Model):
         a minute too. Returns whether this call wrote.
         """
         now = _aware_now(now)
-        cutoff = now - LAST_USED_INTERVAL
-        if self.last_used is not None and self.last_used >= cutoff:
+        if self.last_used is not None and self.last_used >= now - LAST_USED_INTERVAL:
             return False
-        written = (
-            type(self)
-            .objects.filter(pk=self.pk)
-            .filter(models.Q(last_used__isnull=True) | models.Q(last_used__lt=cutoff))
-            .update(last_used=now)
-        )
+        written = type(self).objects.filter(pk=self.pk).record_use(now=now)
         if written:
             self.last_used = now
         return bool(written)

@@ -4,7 +4,7 @@ A view checks, in this order:
 
 1. authentication (``HasScope.has_permission``): anonymous -> 401;
 2. the object, looked up together with membership (``get_project_or_404``):
-   unknown or not a member -> the same 404, so slugs cannot be probed;
+   unknown or not a member -> the same 404, so neither slugs nor ids can be probed;
 3. the scopes (``check_object_permissions`` -> ``HasScope``): -> 403.
 
 ::
@@ -14,8 +14,10 @@ A view checks, in this order:
         permission_classes = [HasScope]
         required_scopes = PROJECT_READ_SCOPES
 
-        def get(self, request, organization_slug, project_slug):
-            project = get_project_or_404(request.user, organization_slug, project_slug)
+        def get(self, request, organization_id_or_slug, project_id_or_slug, **kwargs):
+            project = get_project_or_404(
+                request.user, organization_id_or_slug, project_id_or_slug
+            )
             self.check_object_permissions(request, project)
             ...
 """
@@ -35,10 +37,10 @@ from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from .access import TokenCredential, id_or_slug, match
 from .conf import project_stats_settings
 from .constants import SCOPES
 from .models import ApiToken, Organization, Project
-from .sql import visible_project
 
 __all__ = [
     "NOT_FOUND_MESSAGE",
@@ -50,8 +52,6 @@ __all__ = [
 
 NOT_FOUND_MESSAGE = "The requested resource does not exist"
 _ALL_SCOPES = frozenset(SCOPES)
-# Longest slug a row can hold (both models use SlugField(max_length=50)).
-_MAX_SLUG_LENGTH = 50
 
 UserLike = AbstractBaseUser | AnonymousUser
 
@@ -71,7 +71,7 @@ def request_scopes(request: Request) -> frozenset[str]:
     ``RemoteUserAuthentication``, another class's token) has none.
     """
     auth = request.auth
-    if isinstance(auth, ApiToken):
+    if isinstance(auth, ApiToken | TokenCredential):
         return frozenset(s for s in auth.scopes if isinstance(s, str)) & _ALL_SCOPES
     if not request.user.is_authenticated:
         return frozenset()
@@ -89,43 +89,36 @@ def _is_superuser(user: UserLike) -> bool:
     return bool(getattr(user, "is_superuser", False))
 
 
-def _plausible_slug(value: object) -> bool:
-    # Reject what no row can match before it reaches the database: PostgreSQL
-    # refuses NUL characters and unencodable text with an error (a 500).
-    if not isinstance(value, str) or not 0 < len(value) <= _MAX_SLUG_LENGTH or "\x00" in value:
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+def get_project_or_404(
+    user: UserLike, organization_id_or_slug: str, project_id_or_slug: str
+) -> Project:
+    """The project ``organization_id_or_slug/project_id_or_slug`` if ``user`` may see it.
 
-
-def get_project_or_404(user: UserLike, organization_slug: str, project_slug: str) -> Project:
-    """The project ``organization_slug/project_slug`` if ``user`` may see it.
-
-    One query: the slugs and the membership are matched together, so an
-    unknown organization, an unknown project and someone else's project all
-    raise the same ``NotFound``. Superusers see every project; anonymous and
-    inactive users none.
+    Each segment is an id (ASCII digits only) or a slug. One query: the
+    path and the membership are matched together, so an unknown
+    organization, an unknown project and someone else's project all raise
+    the same ``NotFound``, by id as by slug. Superusers see every project;
+    anonymous and inactive users none.
     """
-    if not (
-        _can_see(user) and _plausible_slug(organization_slug) and _plausible_slug(project_slug)
-    ):
+    organization = id_or_slug(organization_id_or_slug)
+    project = id_or_slug(project_id_or_slug)
+    if not _can_see(user) or organization is None or project is None:
         raise NotFound(NOT_FOUND_MESSAGE)
-    project = visible_project(
-        organization_slug, project_slug, user.pk, superuser=_is_superuser(user)
-    )
-    if project is None:
-        raise NotFound(NOT_FOUND_MESSAGE)
-    return project
+    projects = Project.objects.filter(match(organization, "organization__"), match(project))
+    if not _is_superuser(user):
+        projects = projects.filter(organization__members__user=user.pk)
+    try:
+        return projects.select_related("organization").get()
+    except Project.DoesNotExist:
+        raise NotFound(NOT_FOUND_MESSAGE) from None
 
 
-def get_organization_or_404(user: UserLike, organization_slug: str) -> Organization:
-    """The organization ``organization_slug`` if ``user`` may see it; same rules, one query."""
-    if not (_can_see(user) and _plausible_slug(organization_slug)):
+def get_organization_or_404(user: UserLike, organization_id_or_slug: str) -> Organization:
+    """The organization of the path segment (id or slug) if ``user`` may see it; same rules."""
+    organization = id_or_slug(organization_id_or_slug)
+    if not _can_see(user) or organization is None:
         raise NotFound(NOT_FOUND_MESSAGE)
-    organizations = Organization.objects.filter(slug=organization_slug)
+    organizations = Organization.objects.filter(match(organization))
     if not _is_superuser(user):
         organizations = organizations.filter(members__user=user.pk)
     try:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from django.urls import reverse
 from django.utils import timezone
 from rest_framework.authentication import SessionAuthentication
-from rest_framework.exceptions import MethodNotAllowed, NotFound
+from rest_framework.exceptions import APIException, MethodNotAllowed, NotFound
 from rest_framework.generics import ListAPIView
 from rest_framework.metadata import SimpleMetadata
 from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
@@ -16,14 +18,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import tsdb
+from . import access, tsdb
 from .authentication import BearerTokenAuthentication
-from .constants import ORG_READ_SCOPES, PROJECT_READ_SCOPES
+from .conf import project_stats_settings
+from .constants import DEFAULT_STAT, ENVIRONMENT_STATS, ORG_READ_SCOPES, PROJECT_READ_SCOPES
 from .exceptions import exception_handler
 from .filters import FilterBackend, ProjectFilter, ProjectIdFilter, filter_or_400
-from .models import Organization, Project, ProjectRedirect
+from .models import Project, ProjectRedirect
 from .pagination import CursorLinkPagination
-from .permissions import HasScope, get_organization_or_404, get_project_or_404
+from .permissions import NOT_FOUND_MESSAGE, HasScope, get_project_or_404
 from .schema import (
     OrganizationStatsSchema,
     StatsSchema,
@@ -46,6 +49,15 @@ class StatsEndpoint(APIView):
 
     Unknown methods answer 405 before authentication; ``OPTIONS`` answers
     without credentials, as a CORS preflight must.
+
+    The read path is one database round trip: authentication only reads the
+    bearer header (no query), then :meth:`look_up` runs the access statement
+    (:func:`project_stats.access.look_up`): the token with its user's flags,
+    the object of the path if that user may see it, the environment check
+    and the counts, from which the view answers 401, 404, 403, 400 in that
+    order. Session requests (the browsable API) authenticate as usual and
+    run the same statement with their user. URL keyword arguments besides
+    the path's ids or slugs (e.g. DRF's ``version``) are accepted and kept.
     """
 
     authentication_classes = [BearerTokenAuthentication, SessionAuthentication]
@@ -56,6 +68,14 @@ class StatsEndpoint(APIView):
     # DRF instantiates it; the stubs type the attribute as an instance.
     metadata_class = SimpleMetadata  # type: ignore[assignment]
     required_scopes = PROJECT_READ_SCOPES
+    # Whether the path names a project (else an organization).
+    path_has_project = False
+
+    found: access.Found | None = None
+    now: datetime
+    # The access statement's keyword arguments (``read``: the planned counts).
+    statement: dict[str, Any]
+    parameters: StatsQuerySerializer
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         method = (request.method or "").lower()
@@ -65,7 +85,7 @@ class StatsEndpoint(APIView):
 
     def perform_authentication(self, request: Request) -> None:
         if request.method != "OPTIONS":
-            super().perform_authentication(request)
+            self.found = self.look_up(request)
 
     def check_permissions(self, request: Request) -> None:
         if request.method != "OPTIONS":
@@ -74,6 +94,55 @@ class StatsEndpoint(APIView):
     def get_exception_handler(self) -> Callable[[Exception, dict[str, Any]], Response | None]:
         return exception_handler  # 503 JSON when the database is unreachable
 
+    def prepare(self, request: Request) -> dict[str, Any]:
+        """Parse the query (no database); keyword arguments for the access statement."""
+        return {}
+
+    def look_up(self, request: Request) -> access.Found:
+        """Authenticate and read everything the request decides on, in one statement."""
+        self.now = timezone.now()
+        self.statement = statement = self.prepare(request)
+        organization = access.id_or_slug(self.kwargs.get("organization_id_or_slug"))
+        project = None
+        if self.path_has_project:
+            project = access.id_or_slug(self.kwargs.get("project_id_or_slug"))
+            if project is None:
+                organization = None  # no row can match this path
+        bearer = next(
+            (a for a in request.authenticators or () if isinstance(a, BearerTokenAuthentication)),
+            None,
+        )
+        try:
+            pending = bearer.identify(request) if bearer is not None else None
+            if bearer is not None and pending is not None:
+                digest = pending.digest
+                found = (
+                    access.look_up(
+                        organization=organization,
+                        project=project,
+                        digest=digest,
+                        now=self.now,
+                        **statement,
+                    )
+                    if digest is not None
+                    else access.Found()
+                )
+                user, auth = bearer.accept(pending, found.token, now=self.now)
+                request.user, request.auth = user, auth  # type: ignore[assignment]
+                request._authenticator = bearer  # type: ignore[attr-defined]
+                return found
+        except APIException:
+            # As DRF does: the error page (the browsable API's too) sees an
+            # anonymous request, not a second authentication attempt.
+            request._not_authenticated()  # type: ignore[attr-defined]
+            raise
+        session_user = request.user  # the other classes (a session), as DRF would
+        if organization is None or not (session_user.is_authenticated and session_user.is_active):
+            return access.Found()
+        return access.look_up(
+            organization=organization, project=project, user=session_user, now=self.now, **statement
+        )
+
 
 class ProjectStatsView(StatsEndpoint):
     """Event counts of one project as ``[timestamp, count]`` points.
@@ -81,10 +150,16 @@ class ProjectStatsView(StatsEndpoint):
     Query parameters: ``stat`` (default ``received``), ``since``, ``until``
     (epoch seconds or ISO 8601; default the last 24 hours), ``resolution``
     (``10s``, ``1h``, ``1d``; default chosen from the range) and, for
-    ``stat=generated``, ``environment``.
+    ``stat=generated``, ``environment``. The organization and the project
+    are each given by id (digits only) or slug.
     """
 
     schema = StatsSchema()
+    path_has_project = True
+
+    def prepare(self, request: Request) -> dict[str, Any]:
+        self.parameters = StatsQuerySerializer(data=request.query_params, context={"now": self.now})
+        return _read_arguments(self.parameters, self.now)
 
     @project_stats_schema
     def get(
@@ -92,26 +167,26 @@ class ProjectStatsView(StatsEndpoint):
         request: Request,
         organization_id_or_slug: str,
         project_id_or_slug: str,
-        **site_kwargs: Any,
+        **kwargs: Any,
     ) -> Response:
-        # ``site_kwargs``: what the including URL pattern captures (e.g. DRF's ``version``).
-        try:
-            project = get_project_or_404(request.user, organization_id_or_slug, project_id_or_slug)
-        except NotFound:
+        found = self.found or access.Found()
+        target = found.target
+        if target is None:
             return self._redirect_renamed(request, organization_id_or_slug, project_id_or_slug)
-        self.check_object_permissions(request, project)
-        now = timezone.now()
-        query = StatsQuerySerializer(data=request.query_params, context={"now": now}).query(
-            environment_exists=lambda env: tsdb.environment_exists(project.organization_id, env)
+        self.check_object_permissions(request, target)
+        query = self.parameters.query(
+            environment_exists=_environment_check(found, target.organization_id)
         )
+        if found.counts is not None:  # read in the statement, as planned from this query
+            return Response(render_series(self.statement["read"].series(found.counts)))
         points = tsdb.get_range(
-            project,
+            target.pk,
             query["stat"],
             query["start"],
             query["end"],
             rollup=query["rollup"],
             environment=query["environment"],
-            now=now,
+            now=self.now,
         )
         return Response(render_series(points))
 
@@ -119,21 +194,21 @@ class ProjectStatsView(StatsEndpoint):
         self, request: Request, organization_id_or_slug: str, project_id_or_slug: str
     ) -> Response:
         """302 to a renamed project's current path, after the same access checks."""
-        target: Project | None = ProjectRedirect.objects.target(
-            organization_id_or_slug, project_id_or_slug
-        )
+        organization = access.id_or_slug(organization_id_or_slug)
+        old_slug = access.id_or_slug(project_id_or_slug)
+        if organization is None or not isinstance(old_slug, str):
+            raise NotFound(NOT_FOUND_MESSAGE)  # ids never change: nothing to follow
+        target: Project | None = ProjectRedirect.objects.target(organization, old_slug)
         if target is None:
-            raise NotFound("The requested resource does not exist")
+            raise NotFound(NOT_FOUND_MESSAGE)
         project = get_project_or_404(request.user, organization_id_or_slug, target.slug)
         self.check_object_permissions(request, project)
         match = request.resolver_match
         view_name = match.view_name if match is not None else "project_stats:project-stats"
-        # The including site's URL arguments (e.g. DRF's ``version``) are kept.
-        site_kwargs = match.kwargs if match is not None else {}
         location = reverse(
             view_name,
             kwargs={
-                **site_kwargs,
+                **self.kwargs,
                 "organization_id_or_slug": organization_id_or_slug,
                 "project_id_or_slug": project.slug,
             },
@@ -143,15 +218,49 @@ class ProjectStatsView(StatsEndpoint):
         return Response(status=302, headers={"Location": location})
 
 
+def _read_arguments(query: StatsQuerySerializer, now: datetime) -> dict[str, Any]:
+    """The access statement's ``read`` and ``environment`` for a parsed query."""
+    arguments: dict[str, Any] = {}
+    stat = query.initial_data.get("stat", DEFAULT_STAT)
+    environment = query.initial_data.get("environment")
+    in_statement = tsdb.reads_in_one_statement()
+    if in_statement and stat in ENVIRONMENT_STATS and isinstance(environment, str):
+        arguments["environment"] = environment
+    if in_statement and query.is_valid():
+        data = query.validated_data
+        # ValueError: e.g. an environment no row can hold, answered by the query's checks.
+        with contextlib.suppress(ValueError):
+            arguments["read"] = tsdb.plan_range(
+                data["stat"],
+                data["start"],
+                data["end"],
+                rollup=data["rollup"],
+                environment=data["environment"],
+                now=now,
+            )
+    return arguments
+
+
+def _environment_check(found: access.Found, organization_id: int) -> Callable[[str], bool]:
+    def exists(environment: str) -> bool:
+        if found.environment_exists is not None:
+            return found.environment_exists
+        return tsdb.environment_exists(organization_id, environment)
+
+    return exists
+
+
 class OrganizationEndpointMixin:
     """Looks up the organization of the URL with the caller's membership, then scopes."""
 
     required_scopes = ORG_READ_SCOPES
 
-    def get_organization(self, request: Request, organization_id_or_slug: str) -> Organization:
-        organization = get_organization_or_404(request.user, organization_id_or_slug)
-        self.check_object_permissions(request, organization)  # type: ignore[attr-defined]
-        return organization
+    def get_organization(self, request: Request) -> access.Target:
+        found: access.Found | None = getattr(self, "found", None)
+        if found is None or found.target is None:
+            raise NotFound(NOT_FOUND_MESSAGE)
+        self.check_object_permissions(request, found.target)  # type: ignore[attr-defined]
+        return found.target
 
 
 @organization_projects_schema
@@ -169,10 +278,10 @@ class OrganizationProjectsView(OrganizationEndpointMixin, StatsEndpoint, ListAPI
     def get_queryset(self) -> Any:
         if getattr(self, "swagger_fake_view", False):  # schema generation
             return Project.objects.none()
-        organization = self.get_organization(self.request, self.kwargs["organization_id_or_slug"])
-        # Ordered by slug for stable pages; the organization is already loaded.
+        organization = self.get_organization(self.request)
+        # Ordered by slug for stable pages.
         return (
-            Project.objects.filter(organization=organization)
+            Project.objects.filter(organization_id=organization.pk)
             .order_by("slug", "pk")
             .select_related("organization")
         )
@@ -187,31 +296,55 @@ class OrganizationStatsView(OrganizationEndpointMixin, StatsEndpoint):
 
     schema = OrganizationStatsSchema()
 
-    @organization_stats_schema
-    def get(self, request: Request, organization_id_or_slug: str, **site_kwargs: Any) -> Response:
-        organization = self.get_organization(request, organization_id_or_slug)
-        now = timezone.now()
-        query = OrganizationStatsQuerySerializer(
-            data=request.query_params, context={"now": now}
-        ).query(environment_exists=lambda env: tsdb.environment_exists(organization.pk, env))
-        projects = filter_or_400(
-            ProjectIdFilter(
-                request.query_params,
-                queryset=Project.objects.filter(organization=organization).order_by("pk"),
-            )
+    def prepare(self, request: Request) -> dict[str, Any]:
+        self.parameters = OrganizationStatsQuerySerializer(
+            data=request.query_params, context={"now": self.now}
         )
+        self.projects = ProjectIdFilter(request.query_params, queryset=Project.objects.all())
+        arguments = _read_arguments(self.parameters, self.now)
+        if not self.projects.is_valid():
+            arguments.pop("read", None)  # a 400 once access is settled: no counts needed
+            return arguments
+        arguments["project_ids"] = self.projects.form.cleaned_data.get("projectID") or None
+        group = self.parameters.validated_data.get("group") if "read" in arguments else None
+        arguments["summed"] = group == "organization"
+        arguments["list_projects"] = group == "project"
+        if group == "project" and arguments["read"].buckets:
+            # The statement reads counts only for as many projects as fit in
+            # MAX_TOTAL_POINTS; get() then refuses an answer that would not.
+            limit = project_stats_settings.MAX_TOTAL_POINTS
+            arguments["max_projects"] = limit // len(arguments["read"].buckets)
+        return arguments
+
+    @organization_stats_schema
+    def get(self, request: Request, organization_id_or_slug: str, **kwargs: Any) -> Response:
+        organization = self.get_organization(request)
+        found = self.found or access.Found()
+        query = self.parameters.query(environment_exists=_environment_check(found, organization.pk))
+        projects = filter_or_400(self.projects).filter(organization_id=organization.pk)
         read = {
             "stat": query["stat"],
             "start": query["start"],
             "end": query["end"],
             "rollup": query["rollup"],
             "environment": query["environment"],
-            "now": now,
+            "now": self.now,
         }
+        in_statement = found.counts is not None
         if query["group"] == "organization":
-            return Response(render_series(tsdb.get_range_total(projects, **read)))
+            if in_statement:
+                series = self.statement["read"].series(found.counts or [])
+            else:
+                series = tsdb.get_range_total(projects, **read)
+            return Response(render_series(series))
         # The answer's size is known once the projects are: refuse before reading counts.
-        ids = list(projects.values_list("pk", flat=True))
-        check_total_points(query, len(ids))
-        series = tsdb.get_range_by_project(ids, **read)
-        return Response({str(pk): render_series(points) for pk, points in series.items()})
+        if in_statement:
+            check_total_points(query, len(found.project_ids))
+            by_project = self.statement["read"].series_by_project(
+                found.counts or [], sorted(found.project_ids)
+            )
+        else:
+            ids = list(projects.order_by("pk").values_list("pk", flat=True))
+            check_total_points(query, len(ids))
+            by_project = tsdb.get_range_by_project(ids, **read)
+        return Response({str(pk): render_series(points) for pk, points in by_project.items()})

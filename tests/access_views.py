@@ -24,8 +24,10 @@ class ProjectAccessView(APIView):
     required_scopes = PROJECT_READ_SCOPES
     schema = None  # a test fixture, not part of the API description
 
-    def get(self, request: Request, organization_slug: str, project_slug: str) -> Response:
-        project = get_project_or_404(request.user, organization_slug, project_slug)
+    def get(
+        self, request: Request, organization_id_or_slug: str, project_id_or_slug: str
+    ) -> Response:
+        project = get_project_or_404(request.user, organization_id_or_slug, project_id_or_slug)
         self.check_object_permissions(request, project)
         return Response({"project": project.slug})
 

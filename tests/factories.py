@@ -8,7 +8,7 @@ from django.contrib.auth import get_user_model
 from project_stats.models import ApiToken, Organization, OrganizationMember, Project
 
 
-class UserFactory(factory.django.DjangoModelFactory):
+class UsernameUserFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = get_user_model()
         django_get_or_create = ("username",)
@@ -16,6 +16,23 @@ class UserFactory(factory.django.DjangoModelFactory):
     username = factory.Sequence(lambda n: f"user{n}")
     email = factory.LazyAttribute(lambda u: f"{u.username}@example.com")
     password = factory.django.Password("password")
+
+
+class EmailUserFactory(factory.django.DjangoModelFactory):
+    """For user models named by their email (``USERNAME_FIELD = "email"``)."""
+
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ("email",)
+
+    email = factory.Sequence(lambda n: f"user{n}@example.com")
+    password = factory.django.Password("password")
+
+
+# The test settings may swap AUTH_USER_MODEL (tests/settings_*_user.py).
+UserFactory = (
+    UsernameUserFactory if get_user_model().USERNAME_FIELD == "username" else EmailUserFactory
+)
 
 
 class OrganizationFactory(factory.django.DjangoModelFactory):

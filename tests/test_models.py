@@ -43,8 +43,8 @@ def test_a_rename_leaves_a_redirect_in_its_organization() -> None:
     org = project.organization
     assert redirects() == {(org.slug, "a", project.pk)}
     assert ProjectRedirect.objects.target(org.slug, "a") == project
-    assert ProjectRedirect.objects.target_in(org, "a") == project
-    assert ProjectRedirect.objects.target_in(org.pk, "a") == project
+    assert ProjectRedirect.objects.target(org, "a") == project
+    assert ProjectRedirect.objects.target(org.pk, "a") == project
     assert ProjectRedirect.objects.target(org.slug, "b") is None
     assert ProjectRedirect.objects.target(OrganizationFactory().slug, "a") is None
 
@@ -56,7 +56,7 @@ def test_a_move_drops_the_redirects_of_the_old_organization() -> None:
     move(project, new_org)
     assert redirects() == set()
     assert ProjectRedirect.objects.target(old_org.slug, "a") is None
-    assert ProjectRedirect.objects.target_in(old_org, "a") is None
+    assert ProjectRedirect.objects.target(old_org, "a") is None
     assert ProjectRedirect.objects.target(new_org.slug, "a") is None
 
 
@@ -93,7 +93,7 @@ def test_a_redirect_never_leads_into_another_organization() -> None:
     rename(project, "b")
     Project.objects.filter(pk=project.pk).update(organization=OrganizationFactory())
     assert ProjectRedirect.objects.target(old_org.slug, "a") is None
-    assert ProjectRedirect.objects.target_in(old_org, "a") is None
+    assert ProjectRedirect.objects.target(old_org, "a") is None
 
 
 def test_the_migration_drops_redirects_into_other_organizations() -> None:

@@ -7,7 +7,7 @@ from .access_views import OtherAuthenticationAccessView, ProjectAccessView
 urlpatterns = [
     path("admin/", admin.site.urls),
     path(
-        "api/0/test-access/projects/<organization_slug>/<project_slug>/",
+        "api/0/test-access/projects/<organization_id_or_slug>/<project_id_or_slug>/",
         ProjectAccessView.as_view(),
         name="test-access-project",
     ),

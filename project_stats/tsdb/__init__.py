@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Model, QuerySet
 from django.utils import timezone
 
@@ -38,7 +39,9 @@ __all__ = [
     "BackfillResult",
     "Increment",
     "QueryError",
+    "RangeQuery",
     "environment_exists",
+    "environment_sql",
     "delete",
     "backfill",
     "get_optimal_rollup",
@@ -48,7 +51,9 @@ __all__ = [
     "get_rollups",
     "incr",
     "incr_many",
+    "plan_range",
     "prune",
+    "reads_in_one_statement",
 ]
 
 ProjectLike = Model | int
@@ -225,6 +230,106 @@ def _plan(
     if points > limit:
         raise QueryError(f"the series would have {points} points; the limit is {limit}")
     return code, env, rollup, series(start, end, rollup)
+
+
+def reads_in_one_statement() -> bool:
+    """Whether a :class:`RangeQuery` run inside a caller's statement gives the whole answer.
+
+    True while the database holds every count. A store that keeps part of a
+    read elsewhere (a write buffer not yet flushed) answers False, and callers
+    then read through :func:`get_range` and friends, which add that part.
+    """
+    return True
+
+
+@dataclass(frozen=True)
+class RangeQuery:
+    """A validated read of :func:`get_range`'s series, to run inside another statement.
+
+    Made by :func:`plan_range`. :meth:`sql` gives a ``SELECT`` of the stored
+    buckets that a caller joins into its own statement (e.g. the API's
+    access lookup), so a request reads its counts in the same round trip;
+    :meth:`series` and :meth:`series_by_project` turn the rows into the
+    zero-filled series the ``get_range`` functions return.
+    """
+
+    stat: int
+    environment: str
+    rollup: int
+    buckets: tuple[int, ...]
+
+    def sql(
+        self,
+        connection: BaseDatabaseWrapper,
+        projects: str,
+        params: Sequence[Any] = (),
+        *,
+        summed: bool = False,
+    ) -> tuple[str, list[Any]] | None:
+        """``(sql, params)`` selecting ``(project_id, bucket_start, count)`` rows.
+
+        ``projects`` is SQL selecting the project ids (with ``params``);
+        ``summed`` adds the projects up per bucket (project ``NULL``). None
+        when the series is empty (nothing to read).
+        """
+        if not self.buckets:
+            return None
+        return database.series_sql(
+            connection,
+            projects,
+            params,
+            stat=self.stat,
+            environment=self.environment,
+            rollup=self.rollup,
+            first=self.buckets[0],
+            last=self.buckets[-1],
+            summed=summed,
+        )
+
+    def series(self, rows: Iterable[Sequence[Any]]) -> list[tuple[int, int]]:
+        """The zero-filled series from ``(project, bucket_start, count)`` rows of one project."""
+        stored = {int(epoch): int(count) for _, epoch, count in rows}
+        return [(epoch, stored.get(epoch, 0)) for epoch in self.buckets]
+
+    def series_by_project(
+        self, rows: Iterable[Sequence[Any]], project_ids: Iterable[int]
+    ) -> dict[int, list[tuple[int, int]]]:
+        """One zero-filled series per project id given, from rows of many projects."""
+        stored = {(int(pk), int(epoch)): int(count) for pk, epoch, count in rows}
+        return {
+            pk: [(epoch, stored.get((pk, epoch), 0)) for epoch in self.buckets]
+            for pk in project_ids
+        }
+
+
+def plan_range(
+    stat: str | int,
+    start: TimeLike,
+    end: TimeLike,
+    *,
+    rollup: int | None = None,
+    environment: str | None = None,
+    now: TimeLike | None = None,
+) -> RangeQuery:
+    """The :class:`RangeQuery` :func:`get_range` would run; same validation, no database."""
+    code, env, rollup, buckets = _plan(stat, start, end, rollup, environment, now)
+    return RangeQuery(code, env, rollup, tuple(buckets))
+
+
+def environment_sql(
+    connection: BaseDatabaseWrapper, organization: str, environment: str
+) -> tuple[str, list[Any]] | None:
+    """SQL for :func:`environment_exists` inside another statement; None if never storable.
+
+    ``organization`` is SQL for the organization's id.
+    """
+    try:
+        env = _environment(environment)
+    except ValueError:
+        return None
+    if not env:
+        return None
+    return database.environment_sql(connection, organization, env)
 
 
 def get_range(

@@ -12,7 +12,7 @@ from typing import Any, cast
 
 from django.db import connections, router, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import Field, QuerySet, Sum
+from django.db.models import Field, Model, QuerySet, Sum
 
 from ..models import EventCount
 from .rollups import epoch_to_datetime
@@ -188,6 +188,101 @@ def read_buckets(
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return {int(epoch_value): count for epoch_value, count in cursor.fetchall()}
+
+
+def _epoch_sql(connection: BaseDatabaseWrapper, column: str) -> str:
+    """SQL turning a stored bucket start into epoch seconds, in the database."""
+    if connection.vendor == "postgresql":
+        return f"extract(epoch FROM {column})::bigint"
+    return f"CAST(strftime('%%s', {column}) AS INTEGER)"
+
+
+def series_sql(
+    connection: BaseDatabaseWrapper,
+    projects: str,
+    projects_params: Sequence[Any],
+    *,
+    stat: int,
+    environment: str,
+    rollup: int,
+    first: int,
+    last: int,
+    summed: bool = False,
+) -> tuple[str, list[Any]]:
+    """A ``SELECT`` of stored buckets, for a caller to run inside its own statement.
+
+    Rows are ``(project_id, bucket_start_epoch, count)`` for the projects whose
+    ids the SQL ``projects`` selects (``projects_params`` are its parameters),
+    bucket starts ``first..last`` inclusive; with ``summed``, one row per bucket
+    with the counts of all those projects added up and ``NULL`` as project.
+    Values are bound through the model's fields.
+    """
+    qn = connection.ops.quote_name
+    meta = EventCount._meta
+    table = qn(meta.db_table)
+
+    def col(name: str) -> str:
+        return f"c.{qn(_column(name))}"
+
+    def prep(name: str, value: Any) -> Any:
+        return cast("Field[Any, Any]", meta.get_field(name)).get_db_prep_value(value, connection)
+
+    where = (
+        f"{col('project')} IN ({projects}) AND {col('stat')} = %s AND {col('rollup')} = %s "
+        f"AND {col('environment')} = %s "
+        f"AND {col('timestamp')} >= %s AND {col('timestamp')} <= %s"
+    )
+    params = [
+        *projects_params,
+        prep("stat", stat),
+        prep("rollup", rollup),
+        prep("environment", environment),
+        prep("timestamp", epoch_to_datetime(first)),
+        prep("timestamp", epoch_to_datetime(last)),
+    ]
+    epoch = _epoch_sql(connection, col("timestamp"))
+    if summed:
+        sql = (
+            f"SELECT CAST(NULL AS bigint) AS project_id, {epoch} AS bucket, "  # noqa: S608
+            f"CAST(SUM({col('count')}) AS bigint) AS n "
+            f"FROM {table} c WHERE {where} GROUP BY {epoch}"
+        )
+    else:
+        sql = (
+            f"SELECT {col('project')} AS project_id, {epoch} AS bucket, "  # noqa: S608
+            f"{col('count')} AS n FROM {table} c WHERE {where}"
+        )
+    return sql, params
+
+
+def environment_sql(
+    connection: BaseDatabaseWrapper, organization: str, environment: str
+) -> tuple[str, list[Any]]:
+    """A boolean SQL expression: counts were recorded for ``environment`` in ``organization``.
+
+    Served by the partial (project, environment) index, as :func:`environment_recorded`.
+    ``organization`` is SQL for the organization's id (e.g. a column of the
+    caller's statement).
+    """
+    qn = connection.ops.quote_name
+    project_model = cast("type[Model]", EventCount._meta.get_field("project").related_model)
+    project_meta = project_model._meta
+    organization_field = cast("Field[Any, Any]", project_meta.get_field("organization"))
+    project_pk = project_meta.pk
+    if project_pk is None:  # pragma: no cover - every concrete model has one
+        raise TypeError("Project has no primary key")
+    sql = (
+        f"EXISTS (SELECT 1 FROM {qn(EventCount._meta.db_table)} e "  # noqa: S608
+        f"WHERE e.{qn(_column('environment'))} = %s "
+        # The partial (project, environment) index's own condition: SQLite uses
+        # that index only when the query states it (see environment_recorded).
+        f"AND e.{qn(_column('environment'))} <> '' AND e.{qn(_column('project'))} IN "
+        f"(SELECT ep.{qn(project_pk.column)} FROM {qn(project_meta.db_table)} ep "
+        f"WHERE ep.{qn(str(organization_field.column))} = {organization}))"
+    )
+    field = cast("Field[Any, Any]", EventCount._meta.get_field("environment"))
+    value = field.get_db_prep_value(environment, connection)
+    return sql, [value]
 
 
 def read_buckets_summed(
