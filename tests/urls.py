@@ -12,7 +12,7 @@ urlpatterns = [
         name="test-access-project",
     ),
     path(
-        "api/0/test-access-other/projects/<organization_slug>/<project_slug>/",
+        "api/0/test-access-other/projects/<organization_id_or_slug>/<project_id_or_slug>/",
         OtherAuthenticationAccessView.as_view(),
         name="test-access-other-authentication",
     ),

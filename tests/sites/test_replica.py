@@ -6,6 +6,7 @@ which database was read; the statements each connection ran show the rest.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -74,7 +75,13 @@ class Statements:
     replica: list[str]
 
     def kinds(self, alias: str) -> set[str]:
-        return {sql.split(None, 1)[0].upper() for sql in getattr(self, alias)}
+        """What the statements do: a ``WITH ... SELECT`` that writes nothing is a SELECT."""
+        found = set()
+        for sql in getattr(self, alias):
+            kind = sql.split(None, 1)[0].upper()
+            writes = re.search(r"\b(INSERT|UPDATE|DELETE)\b", sql, flags=re.IGNORECASE)
+            found.add("SELECT" if kind == "WITH" and writes is None else kind)
+        return found
 
 
 @contextmanager
