@@ -3,8 +3,9 @@
 DRF's own handler covers ``APIException``s and leaves everything else to
 Django, which answers a lost database connection with its HTML 500 page.
 :func:`exception_handler` adds one case: the database is unreachable or the
-connection was cut (``OperationalError``, ``InterfaceError``), answered as
-503 with a JSON ``detail`` and ``Retry-After``, so clients back off and
+connection was cut (``OperationalError``, ``InterfaceError``), or the Redis
+write buffer cannot be reached (``BufferUnavailable``), answered as 503 with
+a JSON ``detail`` and ``Retry-After``, so clients back off and
 retry. Django closes the broken connection when the request ends (it marks
 errors on the connection wrapper), so the next request connects afresh.
 
@@ -24,9 +25,12 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
 
-__all__ = ["DATABASE_UNAVAILABLE", "RETRY_AFTER_SECONDS", "exception_handler"]
+from .tsdb.buffer import BufferUnavailable
+
+__all__ = ["BUFFER_UNAVAILABLE", "DATABASE_UNAVAILABLE", "RETRY_AFTER_SECONDS", "exception_handler"]
 
 DATABASE_UNAVAILABLE = "The database is unavailable; try again shortly."
+BUFFER_UNAVAILABLE = "The counts buffer is unavailable; try again shortly."
 # Long enough for a failover or a restart to finish, short enough for dashboards.
 RETRY_AFTER_SECONDS = 5
 
@@ -41,6 +45,14 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         set_rollback()
         return Response(
             {"detail": DATABASE_UNAVAILABLE},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+    if isinstance(exc, BufferUnavailable):
+        # Redis (PROJECT_STATS["BUFFER"]) is down and reads may not bypass it.
+        logger.error("Write buffer unavailable; answering 503.", exc_info=exc)
+        return Response(
+            {"detail": BUFFER_UNAVAILABLE},
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
