@@ -191,11 +191,13 @@ def _client(config: dict[str, Any]) -> Any:
         from redis.retry import Retry
 
         url, cluster, timeout = key
-        # No silent retries: a write retried after Redis ran it would count twice.
+        # One retry on a broken connection (a pooled socket to a restarted
+        # Redis), never on a timeout: a write Redis may still be running
+        # would count twice if sent again.
         options: dict[str, Any] = {
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
-            "retry": Retry(NoBackoff(), 0),
+            "retry": Retry(NoBackoff(), 1, (redis.exceptions.ConnectionError,)),
         }
         if cluster:
             client = redis.RedisCluster.from_url(url, **options)
