@@ -115,3 +115,23 @@ def buffer(request, settings):  # type: ignore[no-untyped-def]
     yield config
     buffer_module.crash_hook = None
     delete_keys(config)
+
+
+@pytest.fixture(autouse=True)
+def _suite_buffer(request, settings):  # type: ignore[no-untyped-def]
+    """With TEST_BUFFER=single|cluster, every test runs with a buffer of its own."""
+    kind = os.environ.get("TEST_BUFFER")
+    if not kind or "buffer" in request.fixturenames:
+        yield
+        return
+    from .redis_servers import SINGLE_URL, buffer_settings, check_single, delete_keys
+
+    if kind == "single":
+        check_single()
+        url = SINGLE_URL
+    else:
+        url = request.getfixturevalue("redis_cluster").url
+    config = buffer_settings(kind, url)
+    settings.PROJECT_STATS = {**settings.PROJECT_STATS, "BUFFER": config}
+    yield
+    delete_keys(config)
