@@ -542,9 +542,9 @@ def _flush_shard(config: dict[str, Any], shard: int, token: str, result: FlushRe
         return
     if not ids:
         return
-    _reached("claimed")
     result.shards += 1
     try:
+        _reached("claimed")
         for raw_id in ids:
             batch_id = raw_id.decode()
             batch_key = f"{tag}:batch:{batch_id}"
