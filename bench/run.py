@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PARTS = [
     ("http_read.py", []),
     ("ingest.py", []),
+    ("buffer.py", []),
     ("backfill.py", []),
     ("soak.py", []),
 ]

@@ -116,10 +116,18 @@ def _config() -> dict[str, Any]:
 
 # Scripts. Each touches the keys of one shard only (one cluster slot).
 
+# KEYS: live. ARGV: now (ms), then "field NUL delta NUL field NUL delta..." as
+# one argument: the client packs one string instead of thousands.
 _WRITE = """
 redis.call('HSETNX', KEYS[1], '~t', ARGV[1])
-for i = 2, #ARGV, 2 do
-  redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
+local packed = ARGV[2]
+local position, length = 1, #packed
+while position <= length do
+  local gap = string.find(packed, '\\0', position, true)
+  local stop = string.find(packed, '\\0', gap + 1, true) or length + 1
+  redis.call('HINCRBY', KEYS[1], string.sub(packed, position, gap - 1),
+    string.sub(packed, gap + 1, stop - 1))
+  position = stop + 1
 end
 return 1
 """
@@ -340,21 +348,24 @@ def write(rows: Sequence[Row]) -> None:
     if not rows:
         return
     config = _config()
-    now = _now_ms()
-    per_shard: defaultdict[int, list[Any]] = defaultdict(lambda: [now])
+    per_shard: defaultdict[int, list[str]] = defaultdict(list)
     shard_rows: defaultdict[int, list[Row]] = defaultdict(list)
     markers: set[tuple[int, int, str]] = set()
     shards = int(config["SHARDS"])
     for row in rows:
         project_id, stat, environment, rollup, epoch, count = row
         shard = project_id % shards
-        per_shard[shard] += (_field(project_id, stat, rollup, epoch, environment), count)
+        per_shard[shard] += (f"{project_id}:{stat}:{rollup}:{epoch}:{environment}", str(count))
         shard_rows[shard].append(row)
         if environment:
             markers.add((shard, project_id, environment))
     for shard, project_id, environment in markers:
-        per_shard[shard] += (f"e:{project_id}:{environment}", 0)
-    calls = [(shard, [f"{_tag(config, shard)}:live"], args) for shard, args in per_shard.items()]
+        per_shard[shard] += (f"e:{project_id}:{environment}", "0")
+    now = _now_ms()
+    calls = [
+        (shard, [f"{_tag(config, shard)}:live"], [now, "\0".join(parts)])
+        for shard, parts in per_shard.items()
+    ]
     replies = _per_node(config, _WRITE, calls)
     failed = [
         (shard, reply)
