@@ -133,11 +133,17 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=5000, help="incr calls per measure")
     args = parser.parse_args()
 
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError:
+        print(f"### The Redis write buffer\n\nSkipped: no Redis answers at {REDIS_URL}.")
+        return
     ensure_database(DATABASE)
     manage(DATABASE, "migrate", "--noinput", "-v", "0")
     buffer = {"URL": REDIS_URL, "PREFIX": f"bench-{uuid.uuid4().hex[:8]}", "SHARDS": 64}
     setup(None)
-    import redis
     from django.conf import settings
     from django.contrib.auth import get_user_model
     from django.db import connection
