@@ -19,19 +19,22 @@ The hash tag ``{P:s}`` puts all the keys of a shard in one Redis Cluster slot,
 so every script below touches a single slot, and the same names serve one
 Redis and a cluster. Writes spread over the shards by project.
 
-Flush protocol, per shard (each step names the crash point right after it;
-:data:`crash_hook` is called there so tests can kill the process)::
+Flush protocol (each step names the crash point right after it; :data:`crash_hook`
+is called there so tests can kill the process). Every step runs on all the
+shards at once, one round trip per Redis node::
 
-    1. BEGIN script: take the lease (or give up the shard: another flusher has
-       it), rename ``live`` to a new batch key and record its id, list every
-       claimed id (older ones too: a flusher that died left them).   "claimed"
-    2. HGETALL the batch.                                               "read"
-    3. One database transaction: insert the batch id into AppliedBatch
-       (already there: the batch is in the database, add nothing), add the
-       counts.                                    "applying" (before the commit)
+    1. BEGIN script, per shard: take the lease (or leave the shard: another
+       flusher has it), rename ``live`` to a new batch key and record its
+       id, list every claimed id (older ones too: a flusher that died left
+       them).                                                          "claimed"
+    2. HGETALL every claimed batch.                                     "read"
+    3. One database transaction: insert each batch id into AppliedBatch
+       (already there: that batch is in the database, add nothing of it),
+       add the counts of the others.              "applying" (before the commit)
                                                    "committed" (after it)
-    4. ACK script: delete the batch key and its id, renew the lease.   "acked"
-    5. RELEASE script: drop the lease if it is still ours.
+    4. ACK script, per batch: delete the batch key and its id, renew the
+       lease.                                                          "acked"
+    5. RELEASE script, per shard: drop the lease if it is still ours.
 
 A flusher dying anywhere leaves either a claimed batch (applied or not; the
 next flush finishes it, skipping it in the database if its id is there) or a
@@ -154,6 +157,10 @@ if redis.call('GET', KEYS[3]) == ARGV[2] then redis.call('PEXPIRE', KEYS[3], ARG
 return 1
 """
 
+_HGETALL = """
+return redis.call('HGETALL', KEYS[1])
+"""
+
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -181,7 +188,7 @@ return result
 
 _SHA = {
     source: hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
-    for source in (_WRITE, _BEGIN, _ACK, _RELEASE, _READ)
+    for source in (_WRITE, _BEGIN, _ACK, _HGETALL, _RELEASE, _READ)
 }
 
 
@@ -513,22 +520,41 @@ class FlushResult:
 def flush() -> FlushResult:
     """Move every buffered increment into the database (see the module docstring).
 
-    Shards another flusher holds are left to it (``busy``). Shards Redis
-    cannot serve are counted in ``failed`` and, after the others are done,
-    raise :class:`BufferUnavailable` (``error.result`` is the partial
-    result); nothing is lost, the next flush picks them up.
+    Every shard is claimed at once (one round trip per Redis node) and every
+    batch applied in one database transaction. Shards another flusher holds
+    are left to it (``busy``). Shards Redis cannot serve are counted in
+    ``failed`` and, after the others are done, raise :class:`FlushIncomplete`
+    (its ``result`` says what was done); nothing is lost, a later flush
+    picks them up.
     """
-    from redis.exceptions import RedisError
-
     config = _config()
     result = FlushResult()
     token = uuid.uuid4().hex
+    lease_ms = int(float(config["LEASE_SECONDS"]) * 1000)
+    now = _now_ms()
+    begins: list[Call] = []
     for shard in range(int(config["SHARDS"])):
-        try:
-            _flush_shard(config, shard, token, result)
-        except RedisError as error:
+        tag = _tag(config, shard)
+        new_id = f"{shard}-{uuid.uuid4().hex}"
+        keys = [f"{tag}:lease", f"{tag}:live", f"{tag}:batches", f"{tag}:batch:{new_id}"]
+        begins.append((shard, keys, [token, lease_ms, new_id, now]))
+    # 1. Claim: per shard, take the lease and rename live to a new batch.
+    claimed: dict[int, list[str]] = {}
+    for (shard, _, _), reply in zip(begins, _per_node(config, _BEGIN, begins), strict=True):
+        if isinstance(reply, Exception):
             result.failed += 1
-            logger.warning("Could not flush shard %d: %s", shard, type(error).__name__)
+        elif reply is None:
+            result.busy += 1
+        elif reply:
+            claimed[shard] = [raw.decode() for raw in reply]
+    if claimed:
+        try:
+            _reached("claimed")
+            _apply(config, claimed, token, lease_ms, result)
+        finally:
+            # 5. Release the leases still ours (a dead flusher's expire).
+            releases = [(shard, [f"{_tag(config, shard)}:lease"], [token]) for shard in claimed]
+            _per_node(config, _RELEASE, releases)
     if result.failed:
         raise FlushIncomplete(
             f"Redis is unavailable for {result.failed} shards; they are flushed later", result
@@ -536,48 +562,66 @@ def flush() -> FlushResult:
     return result
 
 
-def _flush_shard(config: dict[str, Any], shard: int, token: str, result: FlushResult) -> None:
-    client = _client(config)
-    tag = _tag(config, shard)
-    lease_ms = int(float(config["LEASE_SECONDS"]) * 1000)
-    lease, live, batches = f"{tag}:lease", f"{tag}:live", f"{tag}:batches"
-    new_id = f"{shard}-{uuid.uuid4().hex}"
-    ids = _eval(
-        client,
-        _BEGIN,
-        [lease, live, batches, f"{tag}:batch:{new_id}"],
-        [token, lease_ms, new_id, _now_ms()],
+def _apply(
+    config: dict[str, Any],
+    claimed: dict[int, list[str]],
+    token: str,
+    lease_ms: int,
+    result: FlushResult,
+) -> None:
+    # 2. Read every claimed batch.
+    reads: list[Call] = [
+        (shard, [f"{_tag(config, shard)}:batch:{batch_id}"], [])
+        for shard, ids in claimed.items()
+        for batch_id in ids
+    ]
+    contents = _per_node(config, _HGETALL, reads)
+    _reached("read")
+    batches: dict[str, list[Row]] = {}
+    firsts: list[int] = []
+    where: dict[str, int] = {}
+    failed_shards: set[int] = set()
+    for (shard, keys, _), content in zip(reads, contents, strict=True):
+        if isinstance(content, Exception):
+            failed_shards.add(shard)
+            continue
+        batch_id = keys[0].rsplit(":", 1)[1]
+        rows, first_ms = _rows(dict(zip(content[::2], content[1::2], strict=True)))
+        batches[batch_id] = rows
+        where[batch_id] = shard
+        if first_ms is not None:
+            firsts.append(first_ms)
+    result.failed += len(failed_shards)
+    # A shard that could not be read entirely waits for the next flush.
+    batches = {b: rows for b, rows in batches.items() if where[b] not in failed_shards}
+    if not batches:
+        return
+    # 3. One transaction: the counts and the ids of the batches they came from.
+    applied, written = database.apply_batches(
+        batches, int(time.time()), before_commit=lambda: _reached("applying")
     )
-    if ids is None:
-        result.busy += 1
-        return
-    if not ids:
-        return
-    result.shards += 1
-    try:
-        _reached("claimed")
-        for raw_id in ids:
-            batch_id = raw_id.decode()
-            batch_key = f"{tag}:batch:{batch_id}"
-            content = client.hgetall(batch_key)
-            _reached("read")
-            rows, first_ms = _rows(content)
-            written = database.apply_batch(
-                batch_id, rows, int(time.time()), before_commit=lambda: _reached("applying")
-            )
-            _reached("committed")
-            if written is None:
-                result.skipped += 1
-            else:
-                result.batches += 1
-                result.rows += written
-                if first_ms is not None:
-                    lag = max(0.0, time.time() - first_ms / 1000)
-                    result.lag = lag if result.lag is None else max(result.lag, lag)
-            _eval(client, _ACK, [batch_key, batches, lease], [batch_id, token, lease_ms])
-            _reached("acked")
-    finally:
-        _eval(client, _RELEASE, [lease], [token])
+    _reached("committed")
+    result.batches += len(applied)
+    result.skipped += len(batches) - len(applied)
+    result.rows += written
+    result.shards += len({where[b] for b in batches})
+    if applied and firsts:
+        result.lag = max(0.0, time.time() - min(firsts) / 1000)
+    # 4. Acknowledge: delete the batches and their ids, renew the leases.
+    acks = [
+        (
+            where[batch_id],
+            [
+                f"{_tag(config, where[batch_id])}:batch:{batch_id}",
+                f"{_tag(config, where[batch_id])}:batches",
+                f"{_tag(config, where[batch_id])}:lease",
+            ],
+            [batch_id, token, lease_ms],
+        )
+        for batch_id in batches
+    ]
+    _per_node(config, _ACK, acks)
+    _reached("acked")
 
 
 def _rows(content: dict[bytes, bytes]) -> tuple[list[Row], int | None]:

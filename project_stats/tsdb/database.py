@@ -7,7 +7,7 @@ the database and no increment is lost (no read-modify-write in Python).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 from django.db import connections, router, transaction
@@ -438,45 +438,51 @@ def delete_expired(rollup: int, before: int, limit: int) -> int:
 # reads learn in the same snapshot as the counts which batches are applied.
 
 
-def apply_batch(
-    batch_id: str,
-    rows: Sequence[Row],
+def apply_batches(
+    batches: Mapping[str, Sequence[Row]],
     applied_at: int,
     before_commit: Callable[[], None] | None = None,
-) -> int | None:
-    """Add ``rows`` and record ``batch_id`` as applied, in one transaction.
+) -> tuple[set[str], int]:
+    """Add the rows of every batch not applied yet and record their ids, in one transaction.
 
-    Returns the number of rows written, or None when the id was already
-    recorded (the batch is in the database: nothing is added). Rows of
-    projects deleted since they were buffered are dropped. ``before_commit``
-    runs inside the transaction, last.
+    Returns the ids applied by this call and the number of rows written. A
+    batch whose id is already recorded is in the database: nothing of it is
+    added. Rows of projects deleted since they were buffered are dropped.
+    ``before_commit`` runs inside the transaction, last.
     """
     connection = _write_connection()
     qn = connection.ops.quote_name
     table = qn(AppliedBatch._meta.db_table)
     id_col, at_col = qn("batch_id"), qn("applied_at")
     at = connection.ops.adapt_datetimefield_value(epoch_to_datetime(applied_at))
+    applied: set[str] = set()
     with transaction.atomic(using=connection.alias):
         with connection.cursor() as cursor:
-            cursor.execute(
-                f"INSERT INTO {table} ({id_col}, {at_col}) VALUES (%s, %s) "  # noqa: S608
-                f"ON CONFLICT ({id_col}) DO NOTHING",
-                [batch_id, at],
-            )
-            if cursor.rowcount != 1:
-                return None
+            # One id at a time: the row count says whether it was new, on any
+            # SQLite (no RETURNING needed). A concurrent flusher inserting the
+            # same id makes this one wait for its commit, then skip the batch.
+            for batch_id in sorted(batches):
+                cursor.execute(
+                    f"INSERT INTO {table} ({id_col}, {at_col}) VALUES (%s, %s) "  # noqa: S608
+                    f"ON CONFLICT ({id_col}) DO NOTHING",
+                    [batch_id, at],
+                )
+                if cursor.rowcount == 1:
+                    applied.add(batch_id)
+        totals: dict[tuple[int, int, str, int, int], int] = {}
+        for batch_id in applied:
+            for project_id, stat, environment, rollup, epoch, count in batches[batch_id]:
+                key = (project_id, stat, environment, rollup, epoch)
+                totals[key] = totals.get(key, 0) + count
         # A project deleted meanwhile would fail the foreign key at every retry.
-        wanted = {row[0] for row in rows}
-        alive = set(
-            Project.objects.using(connection.alias)
-            .filter(pk__in=wanted)
-            .values_list("pk", flat=True)
-        )
-        kept = [row for row in rows if row[0] in alive]
+        wanted = {key[0] for key in totals}
+        projects = Project.objects.using(connection.alias).filter(pk__in=wanted)
+        alive = set(projects.values_list("pk", flat=True))
+        kept = [(*key, count) for key, count in totals.items() if key[0] in alive and count]
         upsert(kept)
         if before_commit is not None:
             before_commit()
-    return len(kept)
+    return applied, len(kept)
 
 
 def read_cells(
