@@ -261,6 +261,23 @@ def test_flush_command_loop_stops_on_sigterm(
     assert stored(project) == 2
 
 
+def test_flush_command_loop_retries_while_redis_is_down(
+    settings: Any, buffer: dict[str, Any]
+) -> None:
+    unreachable(settings, buffer)
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        call_command("project_stats_flush", "--loop", "--interval", "0.1", stdout=out, stderr=err)
+    finally:
+        timer.cancel()
+    assert "Flush failed (Redis is unavailable" in err.getvalue()
+    assert out.getvalue().rstrip().endswith("Stopped.")
+    with pytest.raises(CommandError, match="unavailable"):
+        call_command("project_stats_flush")
+
+
 def test_flush_command_refuses_without_a_buffer_or_with_a_bad_interval(
     buffer: dict[str, Any], settings: Any
 ) -> None:
