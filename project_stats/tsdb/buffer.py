@@ -121,6 +121,9 @@ def _config() -> dict[str, Any]:
 
 # KEYS: live. ARGV: now (ms), then "field NUL delta NUL field NUL delta..." as
 # one argument: the client packs one string instead of thousands.
+# XXX: Redis does not undo a script's earlier writes when a later command of
+# it fails; the only such failure here is HINCRBY passing 2**63 - 1 in one
+# bucket, which no real count reaches before a flush.
 _WRITE = """
 redis.call('HSETNX', KEYS[1], '~t', ARGV[1])
 local packed = ARGV[2]
