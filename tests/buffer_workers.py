@@ -66,3 +66,73 @@ def flush_loop(database: dict[str, Any], project_stats: dict[str, Any], stop: An
         tsdb.flush()
         time.sleep(0.01)
     tsdb.flush()
+
+
+def random_session(
+    database: dict[str, Any],
+    project_stats: dict[str, Any],
+    project_ids: list[int],
+    seed: int,
+    operations: int,
+    start: Any,
+    results: Any,
+) -> None:
+    """Random incr, incr_many, flush and reads of ``project_ids``, which only this
+    process writes (other processes flush them meanwhile). Every read must equal
+    this process's model; puts the model (or the first mismatch) in ``results``.
+    """
+    import random
+
+    _configure(project_stats)
+    setup_django(database)
+    from project_stats import tsdb
+
+    base, span = 1_700_000_000, 7200
+    rng = random.Random(seed)
+    model: dict[tuple[int, int, int], int] = {}
+
+    def record(items: list[tuple[int, str, int, int]]) -> None:
+        for pk, _, second, count in items:
+            for rollup in (10, 3600, 86400):
+                key = (pk, rollup, second - second % rollup)
+                model[key] = model.get(key, 0) + count
+
+    try:
+        start.wait()
+        for _ in range(operations):
+            choice = rng.random()
+            if choice < 0.3:
+                item = (rng.choice(project_ids), "received", base + rng.randrange(span), 1)
+                tsdb.incr(item[0], "received", timestamp=item[2], count=item[3])
+                record([item])
+            elif choice < 0.6:
+                items = [
+                    (
+                        rng.choice(project_ids),
+                        "received",
+                        base + rng.randrange(span),
+                        rng.randint(1, 9),
+                    )
+                    for _ in range(rng.randint(1, 10))
+                ]
+                tsdb.incr_many(items)
+                record(items)
+            elif choice < 0.7:
+                tsdb.flush()
+            else:
+                rollup = rng.choice([10, 3600])
+                got = tsdb.get_range_by_project(
+                    project_ids, "received", base, base + span - 1, rollup=rollup
+                )
+                for pk, series in got.items():
+                    for bucket, count in series:
+                        expected = model.get((pk, rollup, bucket), 0)
+                        if count != expected:
+                            results.put(
+                                f"project {pk} bucket {bucket}: read {count}, model {expected}"
+                            )
+                            return
+        results.put(model)
+    except BaseException as error:
+        results.put(repr(error))
+        raise

@@ -19,7 +19,13 @@ from django.db import connection
 from project_stats import tsdb
 from project_stats.models import AppliedBatch, EventCount
 
-from .buffer_workers import flush_loop, flush_until_killed, ingest_buffered, write_until_killed
+from .buffer_workers import (
+    flush_loop,
+    flush_until_killed,
+    ingest_buffered,
+    random_session,
+    write_until_killed,
+)
 from .factories import ProjectFactory
 from .test_tsdb_concurrency import expected_rows, stored_rows
 from .workers import Sent
@@ -150,3 +156,41 @@ def test_writers_and_two_flushers_at_once_count_exactly(
         for key, count in outcome.items():
             sent[key] = sent.get(key, 0) + count
     assert stored_rows(project_ids) == expected_rows(sent)
+
+
+def test_processes_reading_their_own_writes_while_others_flush_match_their_models(
+    settings: Any, buffer: dict[str, Any]
+) -> None:
+    settings.PROJECT_STATS = settings_for(buffer)
+    processes_n = 3
+    projects = [[p.pk for p in ProjectFactory.create_batch(3)] for _ in range(processes_n)]
+    start = SPAWN.Barrier(processes_n)
+    results = SPAWN.Queue()
+    children = [
+        SPAWN.Process(
+            target=random_session,
+            args=(dict(connection.settings_dict), settings.PROJECT_STATS, ids, seed, 150)
+            + (start, results),
+        )
+        for seed, ids in enumerate(projects)
+    ]
+    for child in children:
+        child.start()
+    try:
+        outcomes = [results.get(timeout=180) for _ in children]
+    finally:
+        for child in children:
+            child.join(timeout=60)
+            if child.is_alive():
+                child.kill()
+    for outcome in outcomes:
+        assert isinstance(outcome, dict), outcome
+    tsdb.flush()
+    stored = {
+        (pk, rollup, int(ts.timestamp())): count
+        for pk, rollup, ts, count in EventCount.objects.filter(
+            project_id__in=[pk for ids in projects for pk in ids], environment=""
+        ).values_list("project_id", "rollup", "timestamp", "count")
+    }
+    model = {key: count for outcome in outcomes for key, count in outcome.items() if count}
+    assert stored == model
