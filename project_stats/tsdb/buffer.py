@@ -10,7 +10,8 @@ shard ``pk % SHARDS``)::
 
     {P:s}:live          hash    "pk:stat:rollup:bucket:environment" -> delta,
                                 "e:pk:environment" -> 0 (an environment was written),
-                                "~t" -> when the hash got its first delta (ms)
+                                "~t" -> when the hash got its first delta (ms),
+                                "~id" -> the id its batch will have (set by that delta)
     {P:s}:batch:<id>    hash    a live hash claimed by a flush, waiting to be applied
     {P:s}:batches       zset    ids of the claimed batches (score: claim time, ms)
     {P:s}:lease         string  token of the flusher working on the shard, expiring
@@ -24,9 +25,9 @@ is called there so tests can kill the process). Every step runs on all the
 shards at once, one round trip per Redis node::
 
     1. BEGIN script, per shard: take the lease (or leave the shard: another
-       flusher has it), rename ``live`` to a new batch key and record its
-       id, list every claimed id (older ones too: a flusher that died left
-       them).                                                          "claimed"
+       flusher has it), rename ``live`` to the batch key of its ``~id`` and
+       record the id, list every claimed id (older ones too: a flusher that
+       died left them).                                                "claimed"
     2. HGETALL every claimed batch.                                     "read"
     3. One database transaction: insert each batch id into AppliedBatch
        (already there: that batch is in the database, add nothing of it),
@@ -39,16 +40,19 @@ shards at once, one round trip per Redis node::
 A flusher dying anywhere leaves either a claimed batch (applied or not; the
 next flush finishes it, skipping it in the database if its id is there) or a
 live hash (flushed next time); increments that arrive meanwhile land in a new
-live hash. Two flushers on one shard: the lease makes them take turns, and
+live hash (with a new id). Two flushers on one shard: the lease makes them take turns, and
 should a lease expire under a slow flusher, the unique batch id still lets
-only one of them apply the batch. Batch ids are random, so Redis losing its
-data never makes a new batch look applied.
+only one of them apply the batch. Batch ids are random (chosen by the
+write that creates the live hash), so Redis losing its data never makes a
+new batch look applied.
 
 Reads run one script per shard that returns, atomically, the live and every
-claimed delta of the series, then read in one SQL statement the stored
-counts and which of those batch ids are applied; unapplied batches are
-added. A batch is thus counted once whether its flush commits before, during
-or after the read.
+claimed delta of the series with their batch ids (the live hash's too), then
+read in one SQL statement the stored counts and which of those ids are
+applied, and add the deltas of the others. A batch is thus counted once
+whether its flush claims and commits it before, during or after the read;
+a live hash needs its id because a flush may claim and commit it between the
+two reads.
 """
 
 from __future__ import annotations
@@ -119,14 +123,16 @@ def _config() -> dict[str, Any]:
 
 # Scripts. Each touches the keys of one shard only (one cluster slot).
 
-# KEYS: live. ARGV: now (ms), then "field NUL delta NUL field NUL delta..." as
-# one argument: the client packs one string instead of thousands.
+# KEYS: live. ARGV: now (ms), an id for the live hash should this write create
+# it, then "field NUL delta NUL field NUL delta..." as one argument: the
+# client packs one string instead of thousands.
 # XXX: Redis does not undo a script's earlier writes when a later command of
 # it fails; the only such failure here is HINCRBY passing 2**63 - 1 in one
 # bucket, which no real count reaches before a flush.
 _WRITE = """
 redis.call('HSETNX', KEYS[1], '~t', ARGV[1])
-local packed = ARGV[2]
+redis.call('HSETNX', KEYS[1], '~id', ARGV[2])
+local packed = ARGV[3]
 local position, length = 1, #packed
 while position <= length do
   local gap = string.find(packed, '\\0', position, true)
@@ -138,14 +144,17 @@ end
 return 1
 """
 
-# KEYS: lease, live, batches, new batch key. ARGV: token, lease ms, new batch id, now ms.
+# KEYS: lease, live, batches. ARGV: token, lease ms, now ms, batch key prefix.
+# The batch keeps the id the live hash got when it was created, which reads
+# have seen already: a read that found these deltas live knows them by it.
 _BEGIN = """
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return false end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  redis.call('RENAME', KEYS[2], KEYS[4])
-  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
+local id = redis.call('HGET', KEYS[2], '~id')
+if id then
+  redis.call('RENAME', KEYS[2], ARGV[4] .. id)
+  redis.call('ZADD', KEYS[3], ARGV[3], id)
 end
 local ids = redis.call('ZRANGE', KEYS[3], 0, -1)
 if #ids == 0 then redis.call('DEL', KEYS[1]) end
@@ -170,8 +179,8 @@ return 0
 """
 
 # KEYS: live, batches. ARGV: batch key prefix, then the fields wanted.
-# Returns {live values, id1, values1, id2, values2, ...}; HMGET in slices
-# because Lua's unpack has a small stack.
+# Returns {live id, live values, id1, values1, id2, values2, ...}; HMGET in
+# slices because Lua's unpack has a small stack.
 _READ = """
 local function get(key)
   local values = {}
@@ -181,7 +190,7 @@ local function get(key)
   end
   return values
 end
-local result = {get(KEYS[1])}
+local result = {redis.call('HGET', KEYS[1], '~id'), get(KEYS[1])}
 for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
   result[#result + 1] = id
   result[#result + 1] = get(ARGV[1] .. id)
@@ -372,8 +381,9 @@ def write(rows: Sequence[Row]) -> None:
     for shard, project_id, environment in markers:
         per_shard[shard] += (f"e:{project_id}:{environment}", "0")
     now = _now_ms()
+    fresh = uuid.uuid4().hex
     calls = [
-        (shard, [f"{_tag(config, shard)}:live"], [now, "\0".join(parts)])
+        (shard, [f"{_tag(config, shard)}:live"], [now, f"{shard}-{fresh}", "\0".join(parts)])
         for shard, parts in per_shard.items()
     ]
     replies = _per_node(config, _WRITE, calls)
@@ -417,16 +427,16 @@ def _read_calls(
     return calls, field_lists
 
 
-def _buffered(
-    fields: dict[int, list[str]],
-) -> tuple[Counter[str], dict[str, Counter[str]]] | None:
-    """Live deltas and deltas per claimed batch of ``fields`` (per shard), or None
+def _buffered(fields: dict[int, list[str]]) -> dict[str, Counter[str]] | None:
+    """Deltas of ``fields`` (per shard) by batch id, live hashes included, or None
     when Redis cannot answer and ``READ_ON_ERROR`` is ``"database"``.
+
+    A live hash is keyed by the id its batch will have: a flush may claim and
+    commit it before the caller reads the database, which then says so.
     """
     config = _config()
     calls, field_lists = _read_calls(config, fields)
     replies = _per_node(config, _READ, calls)
-    live: Counter[str] = Counter()
     batches: dict[str, Counter[str]] = {}
     for wanted, reply in zip(field_lists, replies, strict=True):
         if isinstance(reply, Exception):
@@ -434,13 +444,14 @@ def _buffered(
                 logger.warning("Redis unavailable; answering a read from the database alone.")
                 return None
             raise reply if isinstance(reply, BufferUnavailable) else _unavailable(reply)
-        _collect(live, wanted, reply[0])
-        for position in range(1, len(reply), 2):
+        for position in range(0, len(reply), 2):
+            if reply[position] is None:
+                continue  # no live hash
             deltas: Counter[str] = Counter()
             _collect(deltas, wanted, reply[position + 1])
             if deltas:
                 batches[reply[position].decode()] = deltas
-    return live, batches
+    return batches
 
 
 def _collect(into: Counter[str], fields: Sequence[str], values: Sequence[bytes | None]) -> None:
@@ -466,15 +477,15 @@ def read(
     for project_id in ids:
         shard = _shard(config, project_id)
         fields[shard] += [_field(project_id, stat, rollup, e, environment) for e in buckets]
-    buffered = _buffered(fields) if ids else None
-    live, batches = buffered if buffered is not None else (Counter(), {})
+    batches = (_buffered(fields) if ids else None) or {}
     cells, applied = database.read_cells(
         ids, stat, environment, rollup, buckets[0], buckets[-1], sorted(batches)
     )
+    pending: Counter[str] = Counter()
     for batch_id, deltas in batches.items():
         if batch_id not in applied:
-            live.update(deltas)
-    for field, delta in live.items():
+            pending.update(deltas)
+    for field, delta in pending.items():
         pk, _, _, epoch, _ = field.split(":", 4)
         key = (int(pk), int(epoch))
         cells[key] = cells.get(key, 0) + delta
@@ -493,11 +504,7 @@ def environment_seen(project_ids: Iterable[int], environment: str) -> bool:
         fields[_shard(config, project_id)].append(f"e:{project_id}:{environment}")
     if not fields:
         return False
-    buffered = _buffered(fields)
-    if buffered is None:
-        return False
-    live, batches = buffered
-    return bool(live) or bool(batches)
+    return bool(_buffered(fields))
 
 
 @dataclass
@@ -538,9 +545,8 @@ def flush() -> FlushResult:
     begins: list[Call] = []
     for shard in range(int(config["SHARDS"])):
         tag = _tag(config, shard)
-        new_id = f"{shard}-{uuid.uuid4().hex}"
-        keys = [f"{tag}:lease", f"{tag}:live", f"{tag}:batches", f"{tag}:batch:{new_id}"]
-        begins.append((shard, keys, [token, lease_ms, new_id, now]))
+        keys = [f"{tag}:lease", f"{tag}:live", f"{tag}:batches"]
+        begins.append((shard, keys, [token, lease_ms, now, f"{tag}:batch:"]))
     # 1. Claim: per shard, take the lease and rename live to a new batch.
     claimed: dict[int, list[str]] = {}
     for (shard, _, _), reply in zip(begins, _per_node(config, _BEGIN, begins), strict=True):
@@ -656,5 +662,5 @@ def pending_batch_ids() -> set[str]:
     for reply in _per_node(config, _READ, calls):
         if isinstance(reply, Exception):
             raise reply if isinstance(reply, BufferUnavailable) else _unavailable(reply)
-        ids.update(reply[position].decode() for position in range(1, len(reply), 2))
+        ids.update(reply[position].decode() for position in range(2, len(reply), 2))
     return ids
