@@ -17,6 +17,7 @@ PARTS = [
     ("http_read.py", []),
     ("round_trips.py", []),
     ("ingest.py", []),
+    ("buffer.py", []),
     ("backfill.py", []),
     ("soak.py", []),
 ]

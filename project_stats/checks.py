@@ -13,7 +13,7 @@ from django.utils.module_loading import import_string
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.settings import api_settings
 
-from .conf import DEFAULTS, project_stats_settings
+from .conf import BUFFER_DEFAULTS, DEFAULTS, project_stats_settings
 from .throttling import AUTH_THROTTLE_SCOPE, THROTTLE_SCOPE
 from .tsdb.database import SUPPORTED_VENDORS
 
@@ -254,3 +254,104 @@ def check_time_zone_support(app_configs: Any = None, **kwargs: Any) -> list[Chec
             id="project_stats.E010",
         )
     ]
+
+
+_BUFFER_HINT = 'e.g. "BUFFER": {"URL": "redis://127.0.0.1:6379/0"}, or None for no buffer'
+_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def _positive_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
+@register()
+def check_buffer(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    value = project_stats_settings.raw("BUFFER")
+    if value is None:
+        return []
+    if not isinstance(value, dict):
+        return [
+            Error(
+                f"PROJECT_STATS['BUFFER'] must be None or a dict, got {type(value).__name__}.",
+                hint=_BUFFER_HINT,
+                id="project_stats.E011",
+            )
+        ]
+    errors: list[CheckMessage] = []
+    unknown = sorted(str(key) for key in value if key not in BUFFER_DEFAULTS)
+    if unknown:
+        errors.append(
+            Error(
+                f"PROJECT_STATS['BUFFER'] has unknown keys: {', '.join(unknown)}.",
+                hint=f"Known keys: {', '.join(BUFFER_DEFAULTS)}.",
+                id="project_stats.E019",
+            )
+        )
+    config = {**BUFFER_DEFAULTS, **value}
+    url = config["URL"]
+    if not isinstance(url, str) or not url.startswith(_URL_SCHEMES):
+        errors.append(
+            Error(
+                "PROJECT_STATS['BUFFER']['URL'] must be a redis://, rediss:// or unix:// URL.",
+                hint=_BUFFER_HINT,
+                id="project_stats.E012",
+            )
+        )
+    try:
+        import redis  # noqa: F401
+    except ImportError:
+        errors.append(
+            Error(
+                "PROJECT_STATS['BUFFER'] needs the Redis client, which is not installed.",
+                hint="pip install 'django-project-stats[redis]'",
+                id="project_stats.E013",
+            )
+        )
+    if not isinstance(config["CLUSTER"], bool):
+        errors.append(
+            Error(
+                f"PROJECT_STATS['BUFFER']['CLUSTER'] must be True or False, "
+                f"got {config['CLUSTER']!r}.",
+                id="project_stats.E014",
+            )
+        )
+    prefix = config["PREFIX"]
+    if not isinstance(prefix, str) or not 0 < len(prefix) <= 64 or set(prefix) & set("{}:"):
+        errors.append(
+            Error(
+                "PROJECT_STATS['BUFFER']['PREFIX'] must be 1 to 64 characters "
+                f"without braces or colons, got {prefix!r}.",
+                hint="The key names wrap it in a hash tag: {PREFIX:shard}.",
+                id="project_stats.E015",
+            )
+        )
+    shards = config["SHARDS"]
+    if isinstance(shards, bool) or not isinstance(shards, int) or not 1 <= shards <= 16384:
+        errors.append(
+            Error(
+                f"PROJECT_STATS['BUFFER']['SHARDS'] must be an integer from 1 to 16384, "
+                f"got {shards!r}.",
+                hint=f"The default is {BUFFER_DEFAULTS['SHARDS']}.",
+                id="project_stats.E016",
+            )
+        )
+    for name in ("ON_ERROR", "READ_ON_ERROR"):
+        if config[name] not in ("raise", "database"):
+            errors.append(
+                Error(
+                    f"PROJECT_STATS['BUFFER']['{name}'] must be 'raise' or 'database', "
+                    f"got {config[name]!r}.",
+                    id="project_stats.E017",
+                )
+            )
+    for name in ("SOCKET_TIMEOUT", "LEASE_SECONDS", "KEEP_APPLIED_SECONDS"):
+        if not _positive_number(config[name]):
+            errors.append(
+                Error(
+                    f"PROJECT_STATS['BUFFER']['{name}'] must be a positive number of seconds, "
+                    f"got {config[name]!r}.",
+                    hint=f"The default is {BUFFER_DEFAULTS[name]}.",
+                    id="project_stats.E018",
+                )
+            )
+    return errors

@@ -23,6 +23,31 @@ DEFAULTS: dict[str, Any] = {
     "FULL_SCOPE_AUTHENTICATION_CLASSES": ("rest_framework.authentication.SessionAuthentication",),
     # "int" (current Sentry, its OpenAPI schema) or "float" (the spec's example).
     "TIMESTAMP_FORMAT": "int",
+    # None: every write goes straight to the database. A dict (see
+    # BUFFER_DEFAULTS) puts a Redis write buffer in front of it.
+    "BUFFER": None,
+}
+
+BUFFER_DEFAULTS: dict[str, Any] = {
+    # redis://host:port/db, rediss://... or unix://...; required.
+    "URL": None,
+    # True: URL is one node of a Redis Cluster; the client finds the others.
+    "CLUSTER": False,
+    # Prepended to every key, so several sites can share one Redis.
+    "PREFIX": "project_stats",
+    # Projects are spread over this many hash tags (cluster slots). Changing
+    # it moves buffered deltas: flush, then change.
+    "SHARDS": 64,
+    # A write Redis cannot take: "raise" or "database" (write it there instead).
+    "ON_ERROR": "raise",
+    # A read Redis cannot answer: "raise" (HTTP 503) or "database" (stored counts only).
+    "READ_ON_ERROR": "raise",
+    # Seconds: connecting to and waiting on Redis.
+    "SOCKET_TIMEOUT": 2.0,
+    # Seconds a flusher holds a shard before another may take it over.
+    "LEASE_SECONDS": 60.0,
+    # Seconds applied batch ids are kept (project_stats_prune deletes older ones).
+    "KEEP_APPLIED_SECONDS": 7 * 86400,
 }
 
 
@@ -52,6 +77,14 @@ class ProjectStatsSettings:
     @property
     def TIMESTAMP_FORMAT(self) -> str:
         return str(self._get("TIMESTAMP_FORMAT"))
+
+    @property
+    def BUFFER(self) -> dict[str, Any] | None:
+        """The buffer settings merged over ``BUFFER_DEFAULTS``, or None when off."""
+        value = self._get("BUFFER")
+        if value is None:
+            return None
+        return {**BUFFER_DEFAULTS, **value}
 
     def raw(self, name: str) -> Any:
         """The configured value as written, for the system checks."""

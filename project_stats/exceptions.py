@@ -1,11 +1,13 @@
 """How the API answers errors that are not the client's fault.
 
 :func:`exception_handler` translates one kind of error: a service the
-request needs cannot be reached right now (:func:`is_unavailable`: today a
-PostgreSQL connection refused or lost). That answers 503 with a JSON
-``detail`` and ``Retry-After``, so clients back off and retry; Django closes
-the broken connection when the request ends (it marks errors on the
-connection wrapper), so the next request connects afresh.
+request needs cannot be reached right now. That is :func:`is_unavailable`
+(a PostgreSQL connection refused or lost) or ``BufferUnavailable`` (the Redis
+write buffer of ``PROJECT_STATS["BUFFER"]`` cannot be reached and reads may
+not bypass it). Both answer 503 with a JSON ``detail`` and ``Retry-After``,
+so clients back off and retry; Django closes a broken database connection
+when the request ends (it marks errors on the connection wrapper), so the
+next request connects afresh.
 
 Everything else goes to the site's ``REST_FRAMEWORK["EXCEPTION_HANDLER"]``
 (DRF's own by default), so API errors keep the site's format, and what no
@@ -33,9 +35,18 @@ from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
 
-__all__ = ["DATABASE_UNAVAILABLE", "RETRY_AFTER_SECONDS", "exception_handler", "is_unavailable"]
+from .tsdb.buffer import BufferUnavailable
+
+__all__ = [
+    "BUFFER_UNAVAILABLE",
+    "DATABASE_UNAVAILABLE",
+    "RETRY_AFTER_SECONDS",
+    "exception_handler",
+    "is_unavailable",
+]
 
 DATABASE_UNAVAILABLE = "The database is unavailable; try again shortly."
+BUFFER_UNAVAILABLE = "The counts buffer is unavailable; try again shortly."
 # Long enough for a failover or a restart to finish, short enough for dashboards.
 RETRY_AFTER_SECONDS = 5
 
@@ -88,6 +99,14 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         set_rollback()
         return Response(
             {"detail": DATABASE_UNAVAILABLE},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+    if isinstance(exc, BufferUnavailable):
+        # Redis (PROJECT_STATS["BUFFER"]) is down and reads may not bypass it.
+        logger.error("Write buffer unavailable; answering 503.", exc_info=exc)
+        return Response(
+            {"detail": BUFFER_UNAVAILABLE},
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )

@@ -212,6 +212,20 @@ class EventCount(models.Model):
         return f"{self.project_id} {self.get_stat_display()} {self.rollup}s {self.timestamp}"
 
 
+class AppliedBatch(models.Model):
+    """A batch of buffered increments the database already holds (see ``tsdb.buffer``).
+
+    Its id is inserted in the same transaction as the batch's counts, so a
+    flusher that retries a batch finds it here and adds nothing twice.
+    """
+
+    batch_id = models.CharField(max_length=64, primary_key=True)
+    applied_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return self.batch_id
+
+
 DEFAULT_TOKEN_SCOPES: tuple[str, ...] = ("project:read",)
 # last_used is a hint for humans, not an audit log: one write a minute at most.
 LAST_USED_INTERVAL = timedelta(minutes=1)

@@ -86,3 +86,52 @@ def demo_site(settings):  # type: ignore[no-untyped-def]
         }
     ]
     return settings
+
+
+@pytest.fixture(scope="session")
+def redis_cluster():  # type: ignore[no-untyped-def]
+    """A 3-node Redis Cluster on free loopback ports, for the whole session."""
+    from .redis_servers import start_cluster
+
+    cluster = start_cluster()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["single", "cluster"])
+def buffer(request, settings):  # type: ignore[no-untyped-def]
+    """``PROJECT_STATS["BUFFER"]`` on (one Redis, then the cluster); its keys deleted after."""
+    from project_stats.tsdb import buffer as buffer_module
+
+    from .redis_servers import SINGLE_URL, buffer_settings, check_single, delete_keys
+
+    if request.param == "single":
+        check_single()
+        url = SINGLE_URL
+    else:
+        url = request.getfixturevalue("redis_cluster").url
+    config = buffer_settings(request.param, url)
+    settings.PROJECT_STATS = {**getattr(settings, "PROJECT_STATS", {}), "BUFFER": config}
+    yield config
+    buffer_module.crash_hook = None
+    delete_keys(config)
+
+
+@pytest.fixture(autouse=True)
+def _suite_buffer(request, settings):  # type: ignore[no-untyped-def]
+    """With TEST_BUFFER=single|cluster, every test runs with a buffer of its own."""
+    kind = os.environ.get("TEST_BUFFER")
+    if not kind or "buffer" in request.fixturenames:
+        yield
+        return
+    from .redis_servers import SINGLE_URL, buffer_settings, check_single, delete_keys
+
+    if kind == "single":
+        check_single()
+        url = SINGLE_URL
+    else:
+        url = request.getfixturevalue("redis_cluster").url
+    config = buffer_settings(kind, url)
+    settings.PROJECT_STATS = {**settings.PROJECT_STATS, "BUFFER": config}
+    yield
+    delete_keys(config)

@@ -70,3 +70,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
 }
+
+# TEST_BUFFER=single or cluster: the whole suite with the Redis write buffer on
+# (conftest.py points it at the test Redis and empties it after each test).
+if os.environ.get("TEST_BUFFER"):
+    PROJECT_STATS = {"BUFFER": {"URL": "redis://placeholder", "SHARDS": 8}}

@@ -212,3 +212,62 @@ def test_sqlite_database_time_zone_is_refused(monkeypatch, zone: str) -> None:  
 def test_sqlite_database_time_zone_utc_passes(monkeypatch, zone: str | None) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setitem(connection.settings_dict, "TIME_ZONE", zone)
     assert check_database() == []
+
+
+GOOD_BUFFER = {"URL": "redis://127.0.0.1:6379/0"}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        GOOD_BUFFER,
+        {"URL": "rediss://cache:6380/2", "CLUSTER": True, "SHARDS": 1, "ON_ERROR": "database"},
+        {"URL": "unix:///run/redis.sock", "READ_ON_ERROR": "database", "SOCKET_TIMEOUT": 0.5},
+    ],
+)
+def test_good_buffer_settings_pass(settings, value) -> None:  # type: ignore[no-untyped-def]
+    from project_stats.checks import check_buffer
+
+    settings.PROJECT_STATS = {"BUFFER": value}
+    assert check_buffer() == []
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("redis://127.0.0.1", "project_stats.E011"),
+        ({}, "project_stats.E012"),
+        ({"URL": "http://127.0.0.1:6379"}, "project_stats.E012"),
+        ({**GOOD_BUFFER, "CLUSTER": "yes"}, "project_stats.E014"),
+        ({**GOOD_BUFFER, "PREFIX": ""}, "project_stats.E015"),
+        ({**GOOD_BUFFER, "PREFIX": "a{b}"}, "project_stats.E015"),
+        ({**GOOD_BUFFER, "PREFIX": "a:b"}, "project_stats.E015"),
+        ({**GOOD_BUFFER, "SHARDS": 0}, "project_stats.E016"),
+        ({**GOOD_BUFFER, "SHARDS": True}, "project_stats.E016"),
+        ({**GOOD_BUFFER, "SHARDS": 20000}, "project_stats.E016"),
+        ({**GOOD_BUFFER, "ON_ERROR": "ignore"}, "project_stats.E017"),
+        ({**GOOD_BUFFER, "READ_ON_ERROR": None}, "project_stats.E017"),
+        ({**GOOD_BUFFER, "SOCKET_TIMEOUT": 0}, "project_stats.E018"),
+        ({**GOOD_BUFFER, "LEASE_SECONDS": "60"}, "project_stats.E018"),
+        ({**GOOD_BUFFER, "KEEP_APPLIED_SECONDS": -1}, "project_stats.E018"),
+        ({**GOOD_BUFFER, "SHARD": 4}, "project_stats.E019"),
+    ],
+)
+def test_bad_buffer_settings_are_reported(settings, value, expected: str) -> None:  # type: ignore[no-untyped-def]
+    from project_stats.checks import check_buffer
+
+    settings.PROJECT_STATS = {"BUFFER": value}
+    assert expected in [m.id for m in check_buffer()]
+
+
+def test_a_missing_redis_client_names_the_extra(settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import sys
+
+    from project_stats.checks import check_buffer
+
+    monkeypatch.setitem(sys.modules, "redis", None)  # import redis now raises ImportError
+    settings.PROJECT_STATS = {"BUFFER": GOOD_BUFFER}
+    errors = check_buffer()
+    assert [m.id for m in errors] == ["project_stats.E013"]
+    assert "django-project-stats[redis]" in (errors[0].hint or "")

@@ -18,9 +18,10 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Model, QuerySet
 from django.utils import timezone
 
-from ..conf import project_stats_settings
+from ..conf import BUFFER_DEFAULTS, project_stats_settings
 from ..constants import MAX_ENVIRONMENT_LENGTH, stat_code
-from . import database
+from . import buffer, database
+from .buffer import BufferUnavailable, FlushResult
 from .rollups import (
     MICROS,
     TimeLike,
@@ -37,6 +38,8 @@ from .rollups import (
 
 __all__ = [
     "BackfillResult",
+    "BufferUnavailable",
+    "FlushResult",
     "Increment",
     "QueryError",
     "RangeQuery",
@@ -44,6 +47,8 @@ __all__ = [
     "environment_sql",
     "delete",
     "backfill",
+    "buffer_enabled",
+    "flush",
     "get_optimal_rollup",
     "get_range",
     "get_range_by_project",
@@ -53,6 +58,7 @@ __all__ = [
     "incr_many",
     "plan_range",
     "prune",
+    "prune_applied_batches",
     "reads_in_one_statement",
 ]
 
@@ -161,6 +167,10 @@ def incr_many(
     bucket is written once, in as few statements as the database allows, in
     one transaction: the whole batch is recorded or none of it. Every item is
     validated before anything is written.
+
+    With ``PROJECT_STATS["BUFFER"]`` the rows go to Redis instead (see
+    :mod:`project_stats.tsdb.buffer`): atomic per shard of projects, and
+    :class:`BufferUnavailable` when Redis cannot take them (``ON_ERROR``).
     """
     targets = _rollups_to_write(rollups)
     now_second: int | None = None
@@ -186,8 +196,31 @@ def incr_many(
     rows = [(*key, total) for key, total in totals.items() if total]
     if any(total > MAX_COUNT for *_, total in rows):
         raise ValueError("a bucket's increments in this batch add up to more than 2**63 - 1")
-    database.upsert(rows)
+    if buffer.enabled():
+        buffer.write(rows)
+    else:
+        database.upsert(rows)
     return len(rows)
+
+
+def buffer_enabled() -> bool:
+    """Whether writes go through the Redis buffer (``PROJECT_STATS["BUFFER"]`` is set).
+
+    Reads then need :func:`get_range` and friends, which add buffered counts.
+    """
+    return buffer.enabled()
+
+
+def flush() -> FlushResult:
+    """Move the buffered increments into the database, exactly once; what it did.
+
+    Does nothing (an empty result) without a buffer. ``BufferUnavailable``
+    (a ``FlushIncomplete`` carrying the partial result) when Redis could not
+    serve some shards; they are flushed by a later call, nothing is lost.
+    """
+    if not buffer.enabled():
+        return FlushResult()
+    return buffer.flush()
 
 
 def environment_exists(organization: ProjectLike, environment: str) -> bool:
@@ -199,7 +232,14 @@ def environment_exists(organization: ProjectLike, environment: str) -> bool:
         env = _environment(environment)
     except ValueError:
         return False  # never storable, so never recorded
-    return bool(env) and database.environment_recorded(_project_id(organization), env)
+    if not env:
+        return False
+    organization_id = _project_id(organization)
+    if buffer.enabled():
+        ids = database.organization_project_ids(organization_id)
+        if buffer.environment_seen(ids, env):
+            return True
+    return database.environment_recorded(organization_id, env)
 
 
 def get_optimal_rollup(start: TimeLike, end: TimeLike, *, now: TimeLike | None = None) -> int:
@@ -239,7 +279,7 @@ def reads_in_one_statement() -> bool:
     read elsewhere (a write buffer not yet flushed) answers False, and callers
     then read through :func:`get_range` and friends, which add that part.
     """
-    return True
+    return not buffer_enabled()
 
 
 @dataclass(frozen=True)
@@ -353,7 +393,11 @@ def get_range(
     code, env, rollup, buckets = _plan(stat, start, end, rollup, environment, now)
     if not buckets:
         return []
-    stored = database.read_buckets(_project_id(project), code, env, rollup, buckets[0], buckets[-1])
+    project_id = _project_id(project)
+    if buffer.enabled():
+        cells = buffer.read([project_id], code, env, rollup, buckets)
+        return [(epoch, cells.get((project_id, epoch), 0)) for epoch in buckets]
+    stored = database.read_buckets(project_id, code, env, rollup, buckets[0], buckets[-1])
     return [(epoch, stored.get(epoch, 0)) for epoch in buckets]
 
 
@@ -375,6 +419,14 @@ def get_range_total(
     code, env, rollup, buckets = _plan(stat, start, end, rollup, environment, now)
     if not buckets:
         return []
+    if buffer.enabled():
+        ids = projects if not isinstance(projects, QuerySet) else database.project_ids(projects)
+        summed: defaultdict[int, int] = defaultdict(int)
+        for (_, epoch), count in buffer.read(
+            [_project_id(p) for p in ids], code, env, rollup, buckets
+        ).items():
+            summed[epoch] += count
+        return [(epoch, summed[epoch]) for epoch in buckets]
     stored = database.read_buckets_summed(
         _project_ids(projects), code, env, rollup, buckets[0], buckets[-1]
     )
@@ -407,6 +459,9 @@ def get_range_by_project(
         )
     if not buckets or not ids:
         return {pk: [] for pk in ids}
+    if buffer.enabled():
+        cells = buffer.read(ids, code, env, rollup, buckets)
+        return {pk: [(epoch, cells.get((pk, epoch), 0)) for epoch in buckets] for pk in ids}
     stored = database.read_buckets_by_project(ids, code, env, rollup, buckets[0], buckets[-1])
     return {pk: [(epoch, stored.get((pk, epoch), 0)) for epoch in buckets] for pk in ids}
 
@@ -421,8 +476,10 @@ def delete(projects: Iterable[ProjectLike]) -> int:
     """Delete every stored count, in every rollup and environment, of ``projects``.
 
     For replacing a project's whole history (the demo data does); returns the
-    number of rows deleted. One statement.
+    number of rows deleted. One statement. With a buffer, what is buffered is
+    flushed first, so it cannot bring the deleted counts back.
     """
+    flush()
     return database.delete_projects([_project_id(project) for project in projects])
 
 
@@ -610,3 +667,18 @@ def prune(
                 break
         removed[rollup] = total
     return removed
+
+
+def prune_applied_batches(*, now: TimeLike | None = None, dry_run: bool = False) -> int:
+    """Forget applied batch ids older than ``BUFFER["KEEP_APPLIED_SECONDS"]``; how many.
+
+    An id is what makes retrying its batch harmless, so the ids of batches
+    still claimed in Redis are kept whatever their age (``BufferUnavailable``
+    when Redis cannot say which). Without a buffer, ids older than the
+    default are forgotten.
+    """
+    config = project_stats_settings.BUFFER
+    keep = int((config or BUFFER_DEFAULTS)["KEEP_APPLIED_SECONDS"])
+    pending = buffer.pending_batch_ids() if config is not None else set()
+    before = to_micros(timezone.now() if now is None else now) // MICROS - keep
+    return database.prune_applied_batches(before, pending, dry_run=dry_run)

@@ -7,14 +7,14 @@ the database and no increment is lost (no read-modify-write in Python).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 from django.db import connections, router, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, Model, QuerySet, Sum
 
-from ..models import EventCount
+from ..models import AppliedBatch, EventCount, Project
 from .rollups import epoch_to_datetime
 
 Row = tuple[int, int, str, int, int, int]
@@ -553,3 +553,134 @@ def delete_expired(rollup: int, before: int, limit: int) -> int:
     with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
         cursor.execute(sql, [rollup, cutoff, limit])
         return int(cursor.rowcount)
+
+
+# The write buffer's side of the database (see ``buffer.py``): a batch of
+# buffered increments is applied in one transaction together with its id, and
+# reads learn in the same snapshot as the counts which batches are applied.
+
+
+def apply_batches(
+    batches: Mapping[str, Sequence[Row]],
+    applied_at: int,
+    before_commit: Callable[[], None] | None = None,
+) -> tuple[set[str], int]:
+    """Add the rows of every batch not applied yet and record their ids, in one transaction.
+
+    Returns the ids applied by this call and the number of rows written. A
+    batch whose id is already recorded is in the database: nothing of it is
+    added. Rows of projects deleted since they were buffered are dropped.
+    ``before_commit`` runs inside the transaction, last.
+    """
+    connection = _write_connection()
+    qn = connection.ops.quote_name
+    table = qn(AppliedBatch._meta.db_table)
+    id_col, at_col = qn("batch_id"), qn("applied_at")
+    at = connection.ops.adapt_datetimefield_value(epoch_to_datetime(applied_at))
+    applied: set[str] = set()
+    with transaction.atomic(using=connection.alias):
+        with connection.cursor() as cursor:
+            # One id at a time: the row count says whether it was new, on any
+            # SQLite (no RETURNING needed). A concurrent flusher inserting the
+            # same id makes this one wait for its commit, then skip the batch.
+            for batch_id in sorted(batches):
+                cursor.execute(
+                    f"INSERT INTO {table} ({id_col}, {at_col}) VALUES (%s, %s) "  # noqa: S608
+                    f"ON CONFLICT ({id_col}) DO NOTHING",
+                    [batch_id, at],
+                )
+                if cursor.rowcount == 1:
+                    applied.add(batch_id)
+        totals: dict[tuple[int, int, str, int, int], int] = {}
+        for batch_id in applied:
+            for project_id, stat, environment, rollup, epoch, count in batches[batch_id]:
+                key = (project_id, stat, environment, rollup, epoch)
+                totals[key] = totals.get(key, 0) + count
+        # A project deleted meanwhile would fail the foreign key at every retry.
+        wanted = {key[0] for key in totals}
+        projects = Project.objects.using(connection.alias).filter(pk__in=wanted)
+        alive = set(projects.values_list("pk", flat=True))
+        kept = [(*key, count) for key, count in totals.items() if key[0] in alive and count]
+        upsert(kept)
+        if before_commit is not None:
+            before_commit()
+    return applied, len(kept)
+
+
+def read_cells(
+    project_ids: Sequence[int],
+    stat: int,
+    environment: str,
+    rollup: int,
+    first: int,
+    last: int,
+    batch_ids: Sequence[str],
+) -> tuple[dict[tuple[int, int], int], set[str]]:
+    """Stored counts keyed by ``(project_id, bucket_start)``, and which of ``batch_ids``
+    are applied, from one statement: both come from the same snapshot.
+    """
+    connection = connections[router.db_for_read(EventCount)]
+    names = _names(connection)
+    qn = connection.ops.quote_name
+    adapt = connection.ops.adapt_datetimefield_value
+    if connection.vendor == "postgresql":
+        epoch = f"extract(epoch FROM {names['timestamp']})::bigint"
+    else:
+        epoch = f"CAST(strftime('%%s', {names['timestamp']}) AS INTEGER)"
+    if not project_ids:
+        project_ids = [0]  # matches nothing; keeps the statement valid
+    marks = ", ".join(["%s"] * len(project_ids))
+    sql = (
+        f"SELECT {names['project']}, {epoch}, {names['count']}, NULL FROM {names['table']} "  # noqa: S608
+        f"WHERE {names['project']} IN ({marks}) AND {names['stat']} = %s "
+        f"AND {names['rollup']} = %s AND {names['environment']} = %s "
+        f"AND {names['timestamp']} >= %s AND {names['timestamp']} <= %s"
+    )
+    params: list[Any] = [
+        *project_ids,
+        stat,
+        rollup,
+        environment,
+        adapt(epoch_to_datetime(first)),
+        adapt(epoch_to_datetime(last)),
+    ]
+    if batch_ids:
+        sql += (
+            f" UNION ALL SELECT NULL, NULL, NULL, {qn('batch_id')} "  # noqa: S608
+            f"FROM {qn(AppliedBatch._meta.db_table)} "
+            f"WHERE {qn('batch_id')} IN ({', '.join(['%s'] * len(batch_ids))})"
+        )
+        params += list(batch_ids)
+    cells: dict[tuple[int, int], int] = {}
+    applied: set[str] = set()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for project_id, epoch_value, count, batch_id in cursor.fetchall():
+            if batch_id is not None:
+                applied.add(batch_id)
+            else:
+                cells[(int(project_id), int(epoch_value))] = int(count)
+    return cells, applied
+
+
+def organization_project_ids(organization_id: int) -> list[int]:
+    """Primary keys of the organization's projects."""
+    return list(
+        Project.objects.filter(organization_id=organization_id).values_list("pk", flat=True)
+    )
+
+
+def project_ids(projects: QuerySet[Any]) -> list[int]:
+    """Primary keys of a ``Project`` queryset."""
+    return [int(pk) for pk in projects.values_list("pk", flat=True)]
+
+
+def prune_applied_batches(before: int, pending: set[str], dry_run: bool = False) -> int:
+    """Delete (or count) applied batch ids older than epoch ``before``, except ``pending``."""
+    old = AppliedBatch.objects.filter(applied_at__lt=epoch_to_datetime(before)).exclude(
+        batch_id__in=pending
+    )
+    if dry_run:
+        return old.count()
+    deleted, _ = old.delete()
+    return deleted

@@ -127,6 +127,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--dry-run", action="store_true", help="write nothing; report what would change"
         )
+        parser.add_argument(
+            "--flush",
+            action="store_true",
+            help="first move the increments waiting in the write buffer (PROJECT_STATS"
+            "['BUFFER']) into the database: the backfill works on stored counts only",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         verbosity = int(options["verbosity"])
@@ -138,7 +144,16 @@ class Command(BaseCommand):
         projects = [_project(p) for p in options["projects"]] if options["projects"] else None
         progress = ProgressBar(self.stdout) if verbosity >= 1 and self.stdout.isatty() else None
 
+        if options["flush"] and options["dry_run"]:
+            raise CommandError("--flush writes to the database; it cannot go with --dry-run")
         started = time.monotonic()
+        if options["flush"]:
+            try:
+                flushed = tsdb.flush()
+            except tsdb.BufferUnavailable as exc:
+                raise CommandError(f"--flush: {exc}") from None
+            if verbosity >= 1 and tsdb.buffer_enabled():
+                self.stdout.write(f"Flushed {flushed.rows} rows from the write buffer.")
         try:
             results = tsdb.backfill(
                 rollups,

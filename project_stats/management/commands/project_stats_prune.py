@@ -6,7 +6,7 @@ import time
 from argparse import ArgumentParser
 from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from project_stats import tsdb
 from project_stats.tsdb.rollups import format_resolution
@@ -27,6 +27,12 @@ class Command(BaseCommand):
         dry_run = bool(options["dry_run"])
         started = time.monotonic()
         removed = tsdb.prune(dry_run=dry_run)
+        try:
+            forgotten = tsdb.prune_applied_batches(dry_run=dry_run)
+        except tsdb.BufferUnavailable as exc:
+            raise CommandError(
+                f"Counts pruned, but applied batch ids were kept: {exc}. Run it again later."
+            ) from None
         elapsed = time.monotonic() - started
         if int(options["verbosity"]) < 1:
             return
@@ -34,4 +40,6 @@ class Command(BaseCommand):
         for rollup, rows in removed.items():
             self.stdout.write(f"{format_resolution(rollup)}: {rows} rows {verb}")
         total = sum(removed.values())
+        if forgotten:
+            self.stdout.write(f"{forgotten} applied batch ids of the write buffer {verb}")
         self.stdout.write(f"{total} rows {verb} in {elapsed:.2f}s.", self.style.SUCCESS)

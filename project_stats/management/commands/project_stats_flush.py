@@ -1,0 +1,104 @@
+"""Move buffered increments into the database: parse -> ``tsdb.flush`` -> report."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from argparse import ArgumentParser
+from types import FrameType
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError, close_old_connections
+
+from project_stats import tsdb
+
+logger = logging.getLogger("project_stats.flush")
+
+# Waits after consecutive failures grow from the interval up to this.
+MAX_BACKOFF_SECONDS = 60.0
+
+
+def _describe(result: tsdb.FlushResult) -> str:
+    text = f"{result.rows} rows from {result.batches} batches of {result.shards} shards"
+    if result.skipped:
+        text += f", {result.skipped} batches already applied"
+    if result.busy:
+        text += f", {result.busy} shards busy with another flusher"
+    if result.lag is not None:
+        text += f"; oldest increment waited {result.lag:.1f}s"
+    return text
+
+
+class Command(BaseCommand):
+    help = (
+        "Move the increments waiting in the write buffer (PROJECT_STATS['BUFFER']) into "
+        "the database, exactly once. With --loop, keep doing so until SIGTERM or SIGINT."
+    )
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument(
+            "--loop", action="store_true", help="flush every --interval seconds until stopped"
+        )
+        parser.add_argument(
+            "--interval",
+            type=float,
+            default=5.0,
+            metavar="SECONDS",
+            help="pause between two flushes with --loop (default: 5)",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if not tsdb.buffer_enabled():
+            raise CommandError("PROJECT_STATS['BUFFER'] is not set: there is nothing to flush.")
+        interval = float(options["interval"])
+        if not 0 < interval <= 3600:
+            raise CommandError("--interval must be more than 0 and at most 3600 seconds")
+        if not options["loop"]:
+            try:
+                result = tsdb.flush()
+            except tsdb.BufferUnavailable as exc:
+                raise CommandError(str(exc)) from None
+            if int(options["verbosity"]) >= 1:
+                self.stdout.write(f"Flushed {_describe(result)}.", self.style.SUCCESS)
+            return
+        self._loop(interval, int(options["verbosity"]))
+
+    def _loop(self, interval: float, verbosity: int) -> None:
+        stopping = False
+
+        def stop(signum: int, frame: FrameType | None) -> None:
+            nonlocal stopping
+            # The flush in hand finishes first; the loop then ends.
+            stopping = True
+            logger.info("Signal %d received; stopping after the current flush.", signum)
+
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        failures = 0
+        try:
+            logger.info("Flushing every %.1fs.", interval)
+            while not stopping:
+                started = time.monotonic()
+                try:
+                    result = tsdb.flush()
+                    failures = 0
+                    logger.info("Flushed %s.", _describe(result))
+                    if verbosity >= 2 or (verbosity >= 1 and result.rows):
+                        self.stdout.write(f"Flushed {_describe(result)}.")
+                except (tsdb.BufferUnavailable, DatabaseError) as exc:
+                    failures += 1
+                    # Nothing is lost: what was claimed stays claimed for the next try.
+                    logger.warning("Flush failed (%s); retrying.", exc)
+                    self.stderr.write(f"Flush failed ({exc}); retrying.")
+                    close_old_connections()
+                wait = (
+                    interval if not failures else min(MAX_BACKOFF_SECONDS, interval * 2**failures)
+                )
+                deadline = started + wait
+                while not stopping and time.monotonic() < deadline:
+                    time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        self.stdout.write("Stopped.")
