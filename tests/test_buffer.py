@@ -226,7 +226,10 @@ def test_the_endpoint_answers_503_when_redis_is_down(
 ) -> None:
     path = reverse(
         "project_stats:project-stats",
-        kwargs={"organization_slug": project.organization.slug, "project_slug": project.slug},
+        kwargs={
+            "organization_id_or_slug": project.organization.slug,
+            "project_id_or_slug": project.slug,
+        },
     )
     assert Client().get(path, **bearer(member_token)).status_code == 200
     unreachable(settings, buffer)
