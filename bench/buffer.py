@@ -203,7 +203,7 @@ def main() -> None:
     project = Project.objects.get(pk=ids[0])
     path = reverse(
         "project_stats:project-stats",
-        kwargs={"organization_slug": org.slug, "project_slug": project.slug},
+        kwargs={"organization_id_or_slug": org.slug, "project_id_or_slug": project.slug},
     )
     http = Client(HTTP_AUTHORIZATION=f"Bearer {plaintext}")
     latency: dict[str, float] = {}
