@@ -96,27 +96,24 @@ def _full_scope_errors(value: Any) -> list[CheckMessage]:
     return errors
 
 
+def _positive_int_errors(name: str, check_id: str) -> list[CheckMessage]:
+    value = project_stats_settings.raw(name)
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return []
+    return [
+        Error(
+            f"PROJECT_STATS['{name}'] must be a positive integer, got {value!r}.",
+            hint=f"The default is {DEFAULTS[name]}.",
+            id=check_id,
+        )
+    ]
+
+
 @register()
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     errors = _rollups_errors(project_stats_settings.raw("ROLLUPS"))
-    max_points = project_stats_settings.raw("MAX_POINTS")
-    if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points <= 0:
-        errors.append(
-            Error(
-                f"PROJECT_STATS['MAX_POINTS'] must be a positive integer, got {max_points!r}.",
-                hint=f"The default is {DEFAULTS['MAX_POINTS']}.",
-                id="project_stats.E005",
-            )
-        )
-    max_total = project_stats_settings.raw("MAX_TOTAL_POINTS")
-    if isinstance(max_total, bool) or not isinstance(max_total, int) or max_total <= 0:
-        errors.append(
-            Error(
-                f"PROJECT_STATS['MAX_TOTAL_POINTS'] must be a positive integer, got {max_total!r}.",
-                hint=f"The default is {DEFAULTS['MAX_TOTAL_POINTS']}.",
-                id="project_stats.E020",
-            )
-        )
+    errors += _positive_int_errors("MAX_POINTS", "project_stats.E005")
+    errors += _positive_int_errors("MAX_TOTAL_POINTS", "project_stats.E020")
     errors.extend(
         _full_scope_errors(project_stats_settings.raw("FULL_SCOPE_AUTHENTICATION_CLASSES"))
     )
