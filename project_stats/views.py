@@ -35,6 +35,7 @@ from .schema import (
     project_stats_schema,
 )
 from .serializers import (
+    InvalidQuery,
     OrganizationStatsQuerySerializer,
     ProjectSerializer,
     StatsQuerySerializer,
@@ -335,7 +336,15 @@ class OrganizationStatsView(OrganizationEndpointMixin, StatsEndpoint):
             if in_statement:
                 series = self.statement["read"].series(found.counts or [])
             else:
-                series = tsdb.get_range_total(projects, **read)
+                try:
+                    series = tsdb.get_range_total(projects, **read)
+                except tsdb.QueryError as error:
+                    # With the write buffer, every project's series is read.
+                    raise InvalidQuery(
+                        f"With the write buffer on, {error} (MAX_TOTAL_POINTS). Select fewer "
+                        "projects with projectID, narrow since/until or choose a coarser "
+                        "resolution."
+                    ) from error
             return Response(render_series(series))
         # The answer's size is known once the projects are: refuse before reading counts.
         if in_statement:

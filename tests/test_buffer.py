@@ -83,6 +83,9 @@ def test_writes_go_to_redis_and_reads_see_them(
     assert AppliedBatch.objects.count() == 1
 
 
+# Acknowledging waits for the commit: these stop a flush after it, so they
+# run outside the test case's transaction.
+@pytest.mark.django_db(transaction=True)
 def test_reads_cost_one_statement(
     buffer: dict[str, Any], project: Project, other_project: Project, now: datetime
 ) -> None:
@@ -111,6 +114,7 @@ def test_reads_cost_one_statement(
     assert sum(count for _, count in total) == 15
 
 
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("point", ["claimed", "read", "applying", "committed", "acked"])
 def test_a_flush_stopped_at_each_step_loses_and_doubles_nothing(
     settings: Any, buffer: dict[str, Any], project: Project, now: datetime, point: str
@@ -304,6 +308,7 @@ def test_backfill_flush_option(buffer: dict[str, Any], project: Project) -> None
         call_command("project_stats_backfill", "--flush", "--dry-run")
 
 
+@pytest.mark.django_db(transaction=True)
 def test_prune_forgets_old_applied_ids_but_not_pending_ones(
     buffer: dict[str, Any], settings: Any, project: Project, now: datetime
 ) -> None:

@@ -416,10 +416,11 @@ def get_range_total(
         return []
     if buffer.enabled():
         ids = projects if not isinstance(projects, QuerySet) else database.project_ids(projects)
+        project_ids = [_project_id(p) for p in ids]
+        # Redis sums nothing: bounded as a read of every series.
+        _check_total_points(len(project_ids), len(buckets))
         summed: defaultdict[int, int] = defaultdict(int)
-        for (_, epoch), count in buffer.read(
-            [_project_id(p) for p in ids], code, env, rollup, buckets
-        ).items():
+        for (_, epoch), count in buffer.read(project_ids, code, env, rollup, buckets).items():
             summed[epoch] += count
         return [(epoch, summed[epoch]) for epoch in buckets]
     stored = database.read_buckets_summed(
@@ -446,12 +447,7 @@ def get_range_by_project(
     """
     ids = [_project_id(p) for p in projects]
     code, env, rollup, buckets = _plan(stat, start, end, rollup, environment, now)
-    total, limit = len(ids) * len(buckets), project_stats_settings.MAX_TOTAL_POINTS
-    if total > limit:
-        raise QueryError(
-            f"{len(ids)} series of {len(buckets)} points would have {total} points; "
-            f"the limit is {limit}"
-        )
+    _check_total_points(len(ids), len(buckets))
     if not buckets or not ids:
         return {pk: [] for pk in ids}
     if buffer.enabled():
@@ -459,6 +455,15 @@ def get_range_by_project(
         return {pk: [(epoch, cells.get((pk, epoch), 0)) for epoch in buckets] for pk in ids}
     stored = database.read_buckets_by_project(ids, code, env, rollup, buckets[0], buckets[-1])
     return {pk: [(epoch, stored.get((pk, epoch), 0)) for epoch in buckets] for pk in ids}
+
+
+def _check_total_points(series_count: int, points: int) -> None:
+    total, limit = series_count * points, project_stats_settings.MAX_TOTAL_POINTS
+    if total > limit:
+        raise QueryError(
+            f"{series_count} series of {points} points would have {total} points; "
+            f"the limit is {limit}"
+        )
 
 
 def _project_ids(projects: QuerySet[Any] | Iterable[ProjectLike]) -> QuerySet[Any] | list[int]:
@@ -471,11 +476,17 @@ def delete(projects: Iterable[ProjectLike]) -> int:
     """Delete every stored count, in every rollup and environment, of ``projects``.
 
     For replacing a project's whole history (the demo data does); returns the
-    number of rows deleted. One statement. With a buffer, what is buffered is
-    flushed first, so it cannot bring the deleted counts back.
+    number of rows deleted. One statement. With a buffer, what is buffered
+    for them is flushed first, so it cannot bring the deleted counts back:
+    shards another flusher holds are waited for, up to ``LEASE_SECONDS`` and
+    a second (a dead flusher's lease has expired by then), and
+    :class:`BufferUnavailable` is raised, nothing deleted, if one is still held.
     """
-    flush()
-    return database.delete_projects([_project_id(project) for project in projects])
+    ids = [_project_id(project) for project in projects]
+    config = project_stats_settings.BUFFER
+    if config is not None and ids:
+        buffer.flush_projects(ids, wait=float(config["LEASE_SECONDS"]) + 1)
+    return database.delete_projects(ids)
 
 
 # Backfill and prune live in their own module; they use the validation above.

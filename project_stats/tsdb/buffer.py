@@ -121,24 +121,86 @@ def _config() -> dict[str, Any]:
     return config
 
 
-# Scripts. Each touches the keys of one shard only (one cluster slot).
+# Scripts. Each touches the keys of one shard only (one cluster slot). A
+# hash's bucket index ("<hash>:b", a zset of "rollup:epoch" scored by epoch)
+# moves with it, so a read asks only for buckets that hold deltas.
 
-# KEYS: live. ARGV: now (ms), an id for the live hash should this write create
-# it, then "field NUL delta NUL field NUL delta..." as one argument: the
-# client packs one string instead of thousands.
-# XXX: Redis does not undo a script's earlier writes when a later command of
-# it fails; the only such failure here is HINCRBY passing 2**63 - 1 in one
-# bucket, which no real count reaches before a flush.
+# KEYS: live, batches. ARGV: now (ms), an id for the live hash should this
+# write create it, the most fields a hash takes before it is closed, the batch
+# key prefix, the number of fields given, "rollup:epoch" index entries joined
+# by ";", then "field NUL delta NUL field NUL delta..." as one argument (the
+# client packs one string instead of thousands; environment markers, delta 0,
+# come last). Returns the id of the hash written to.
+#
+# A live hash is closed (renamed to a claimed batch, as a flush would) before
+# this write when it is full, or when it was written by another incarnation
+# of the server: Redis restored from a snapshot or failed over to a replica
+# brings back a live hash whose id a flush may already have applied, and
+# deltas added to it now would be skipped with it. Closed, it is applied
+# once, or skipped if it was.
+#
+# A bucket that would pass 2**63 - 1 makes HINCRBY fail: the deltas written
+# so far are taken back and the hash left as it was, so the whole script
+# records nothing (Redis does not undo a failed script's writes itself).
 _WRITE = """
-redis.call('HSETNX', KEYS[1], '~t', ARGV[1])
-redis.call('HSETNX', KEYS[1], '~id', ARGV[2])
-local packed = ARGV[3]
+local live, batches = KEYS[1], KEYS[2]
+local now, fresh, prefix = ARGV[1], ARGV[2], ARGV[4]
+local cap, count = tonumber(ARGV[3]), tonumber(ARGV[5])
+local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+local id = redis.call('HGET', live, '~id')
+if id and (redis.call('HGET', live, '~inc') ~= run or redis.call('HLEN', live) + count > cap) then
+  redis.call('RENAME', live, prefix .. id)
+  if redis.call('EXISTS', live .. ':b') == 1 then
+    redis.call('RENAME', live .. ':b', prefix .. id .. ':b')
+  end
+  redis.call('ZADD', batches, now, id)
+  id = false
+end
+if not id then
+  redis.call('HSET', live, '~id', fresh, '~t', now, '~inc', run)
+  id = fresh
+end
+local packed = ARGV[7]
+local position, length = 1, #packed
+local done = {}
+while position <= length do
+  local gap = string.find(packed, '\\0', position, true)
+  local stop = string.find(packed, '\\0', gap + 1, true) or length + 1
+  local field, delta = string.sub(packed, position, gap - 1), string.sub(packed, gap + 1, stop - 1)
+  local reply = redis.pcall('HINCRBY', live, field, delta)
+  if type(reply) == 'table' and reply.err then
+    for k = #done, 1, -2 do
+      if done[k] ~= '0' and redis.call('HINCRBY', live, done[k - 1], '-' .. done[k]) == 0 then
+        redis.call('HDEL', live, done[k - 1])
+      end
+    end
+    if id == fresh then redis.call('DEL', live) end
+    return redis.error_reply('PSOVERFLOW ' .. field)
+  end
+  done[#done + 1] = field
+  done[#done + 1] = delta
+  position = stop + 1
+end
+for entry in string.gmatch(ARGV[6], '[^;]+') do
+  redis.call('ZADD', live .. ':b', string.match(entry, ':(.*)'), entry)
+end
+return id
+"""
+
+# KEYS: live. ARGV: the id a write returned, then its packed fields and
+# deltas. Takes that write back if its hash is still live (fields it created
+# are removed); returns 0 when a flush claimed the hash meanwhile.
+_UNDO = """
+if redis.call('HGET', KEYS[1], '~id') ~= ARGV[1] then return 0 end
+local packed = ARGV[2]
 local position, length = 1, #packed
 while position <= length do
   local gap = string.find(packed, '\\0', position, true)
   local stop = string.find(packed, '\\0', gap + 1, true) or length + 1
-  redis.call('HINCRBY', KEYS[1], string.sub(packed, position, gap - 1),
-    string.sub(packed, gap + 1, stop - 1))
+  local field, delta = string.sub(packed, position, gap - 1), string.sub(packed, gap + 1, stop - 1)
+  if delta ~= '0' and redis.call('HINCRBY', KEYS[1], field, '-' .. delta) == 0 then
+    redis.call('HDEL', KEYS[1], field)
+  end
   position = stop + 1
 end
 return 1
@@ -154,6 +216,9 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 local id = redis.call('HGET', KEYS[2], '~id')
 if id then
   redis.call('RENAME', KEYS[2], ARGV[4] .. id)
+  if redis.call('EXISTS', KEYS[2] .. ':b') == 1 then
+    redis.call('RENAME', KEYS[2] .. ':b', ARGV[4] .. id .. ':b')
+  end
   redis.call('ZADD', KEYS[3], ARGV[3], id)
 end
 local ids = redis.call('ZRANGE', KEYS[3], 0, -1)
@@ -163,7 +228,7 @@ return ids
 
 # KEYS: batch key, batches, lease. ARGV: batch id, token, lease ms.
 _ACK = """
-redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[1] .. ':b')
 redis.call('ZREM', KEYS[2], ARGV[1])
 if redis.call('GET', KEYS[3]) == ARGV[2] then redis.call('PEXPIRE', KEYS[3], ARGV[3]) end
 return 1
@@ -173,6 +238,10 @@ _HGETALL = """
 return redis.call('HGETALL', KEYS[1])
 """
 
+_HLEN = """
+return redis.call('HLEN', KEYS[1])
+"""
+
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -180,8 +249,9 @@ return 0
 
 # KEYS: live, batches. ARGV: batch key prefix, then the fields wanted.
 # Returns {live id, live values, id1, values1, id2, values2, ...}; HMGET in
-# slices because Lua's unpack has a small stack.
-_READ = """
+# slices because Lua's unpack has a small stack. For fields named one by one
+# (environment markers) and, with none, the claimed ids.
+_FIELDS = """
 local function get(key)
   local values = {}
   for i = 2, #ARGV, 500 do
@@ -198,9 +268,53 @@ end
 return result
 """
 
+# KEYS: live, batches. ARGV: batch key prefix, rollup, first and last bucket
+# start, "stat:rollup:", ":environment", then project ids. Returns {live id,
+# {field, value, ...}, id1, {...}, ...} with only the fields that hold a
+# delta: each hash's index names the buckets it has in the range, so the
+# work grows with what is buffered, not with the series asked for. A hash
+# without an index (written by an earlier version) is asked for every bucket.
+_READ = """
+local prefix, rollup, first, last = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local function get(key)
+  local epochs = {}
+  if redis.call('EXISTS', key .. ':b') == 1 then
+    for _, entry in ipairs(redis.call('ZRANGEBYSCORE', key .. ':b', first, last)) do
+      local r, e = string.match(entry, '^(%d+):(.*)$')
+      if r == rollup then epochs[#epochs + 1] = e end
+    end
+  elseif redis.call('EXISTS', key) == 1 then
+    for e = first, last, tonumber(rollup) do epochs[#epochs + 1] = string.format('%d', e) end
+  end
+  local out, fields = {}, {}
+  for i = 7, #ARGV do
+    for _, e in ipairs(epochs) do
+      fields[#fields + 1] = ARGV[i] .. ':' .. ARGV[5] .. e .. ARGV[6]
+    end
+  end
+  for i = 1, #fields, 500 do
+    local last_i = math.min(i + 499, #fields)
+    local part = redis.call('HMGET', key, unpack(fields, i, last_i))
+    for j = 1, #part do
+      if part[j] then
+        out[#out + 1] = fields[i + j - 1]
+        out[#out + 1] = part[j]
+      end
+    end
+  end
+  return out
+end
+local result = {redis.call('HGET', KEYS[1], '~id'), get(KEYS[1])}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  result[#result + 1] = id
+  result[#result + 1] = get(prefix .. id)
+end
+return result
+"""
+
 _SHA = {
     source: hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
-    for source in (_WRITE, _BEGIN, _ACK, _HGETALL, _RELEASE, _READ)
+    for source in (_WRITE, _UNDO, _BEGIN, _ACK, _HGETALL, _HLEN, _RELEASE, _FIELDS, _READ)
 }
 
 
@@ -214,22 +328,21 @@ def _client(config: dict[str, Any]) -> Any:
     client = _CLIENTS.get(key)
     if client is None:
         import redis
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
 
         url, cluster, timeout = key
-        # One retry on a broken connection (a pooled socket to a restarted
-        # Redis), never on a timeout: a write Redis may still be running
-        # would count twice if sent again.
-        options: dict[str, Any] = {
-            "socket_timeout": timeout,
-            "socket_connect_timeout": timeout,
-            "retry": Retry(NoBackoff(), 1, (redis.exceptions.ConnectionError,)),
-        }
+        options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
         if cluster:
+            # The cluster client gives its nodes' connections no retries.
             client = redis.RedisCluster.from_url(url, **options)
         else:
-            client = redis.Redis.from_url(url, **options)
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+
+            # No retry of a command whose connection broke: a write script
+            # that ran before its reply was lost would run twice. A pooled
+            # socket to a restarted Redis is replaced before it is used (the
+            # pool checks it), so a retry would buy little.
+            client = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **options)
         _CLIENTS[key] = client
     return client
 
@@ -242,9 +355,17 @@ def _shard(config: dict[str, Any], project_id: int) -> int:
     return project_id % int(config["SHARDS"])
 
 
-def _unavailable(error: BaseException) -> BufferUnavailable:
+class _Failed(BufferUnavailable):
+    """A script that did not answer; ``sent``: Redis may have run it."""
+
+    def __init__(self, message: str, *, sent: bool) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
+def _unavailable(error: BaseException, *, sent: bool) -> _Failed:
     # The class name is enough to diagnose; the message may name hosts.
-    return BufferUnavailable(f"Redis is unavailable ({type(error).__name__})")
+    return _Failed(f"Redis is unavailable ({type(error).__name__})", sent=sent)
 
 
 def _eval(client: Any, source: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
@@ -265,15 +386,19 @@ Call = tuple[int, Sequence[str], Sequence[Any]]
 def _per_node(config: dict[str, Any], source: str, calls: Sequence[Call]) -> list[Any]:
     """Run ``source`` once per call, pipelined: one round trip per Redis node.
 
-    Returns each call's reply, or the exception it met (a
-    ``BufferUnavailable`` when its node could not be reached: the call did
-    not run, or, if the node failed while answering, may have).
+    Returns each call's reply, or the exception it met: a ``ResponseError``
+    Redis answered (the script did not run, or, ours, undid itself), or a
+    :class:`_Failed` whose ``sent`` says whether Redis may have run it (the
+    connection broke or timed out after the pipeline was sent) or certainly
+    did not (no connection could be made). Nothing is sent twice.
     """
     from redis.exceptions import (
         AskError,
         ClusterDownError,
+        MovedError,
         NoScriptError,
         RedisError,
+        ResponseError,
         TryAgainError,
     )
 
@@ -295,20 +420,31 @@ def _per_node(config: dict[str, Any], source: str, calls: Sequence[Call]) -> lis
     for node_client, indexes in groups.values():
         if node_client is None:
             for index in indexes:
-                replies[index] = BufferUnavailable("no Redis Cluster node serves this shard")
+                replies[index] = _Failed("no Redis Cluster node serves this shard", sent=False)
             continue
         todo = indexes
         for _attempt in range(2):
-            pipe = node_client.pipeline(transaction=False)
-            for index in todo:
-                _, keys, args = calls[index]
-                pipe.evalsha(_SHA[source], len(keys), *keys, *args)
             try:
+                # Connected (and checked) before anything is sent: a failure
+                # here certainly ran nothing.
+                connection = node_client.connection_pool.get_connection()
+            except RedisError as error:
+                for index in todo:
+                    replies[index] = _unavailable(error, sent=False)
+                break
+            pipe = node_client.pipeline(transaction=False)
+            pipe.connection = connection  # released to the pool by reset()
+            try:
+                for index in todo:
+                    _, keys, args = calls[index]
+                    pipe.evalsha(_SHA[source], len(keys), *keys, *args)
                 results = pipe.execute(raise_on_error=False)
             except RedisError as error:
                 for index in todo:
-                    replies[index] = _unavailable(error)
+                    replies[index] = _unavailable(error, sent=True)
                 break
+            finally:
+                pipe.reset()
             missing = []
             for index, result in zip(todo, results, strict=True):
                 replies[index] = result
@@ -321,20 +457,27 @@ def _per_node(config: dict[str, Any], source: str, calls: Sequence[Call]) -> lis
                 node_client.script_load(source)
             except RedisError as error:
                 for index in missing:
-                    replies[index] = _unavailable(error)
+                    replies[index] = _unavailable(error, sent=False)
                 break
             todo = missing
-        # A slot that moved (or a cluster healing): the command was refused,
-        # not run; the cluster client follows the redirection.
         for index in indexes:
-            if isinstance(replies[index], AskError | TryAgainError | ClusterDownError):
+            reply = replies[index]
+            if source is not _WRITE and isinstance(
+                reply, AskError | TryAgainError | ClusterDownError
+            ):
+                # A slot that moved (or a cluster healing): the command was
+                # refused, not run; the cluster client follows the
+                # redirection. Writes are not resent: what the cluster client
+                # retries on its own could run twice.
                 _, keys, args = calls[index]
                 try:
                     replies[index] = _eval(client, source, keys, args)
                 except RedisError as error:
-                    replies[index] = _unavailable(error)
-            elif isinstance(replies[index], RedisError):
-                replies[index] = _unavailable(replies[index])
+                    replies[index] = _unavailable(error, sent=True)
+            elif isinstance(reply, MovedError | AskError | TryAgainError | ClusterDownError):
+                replies[index] = _unavailable(reply, sent=False)
+            elif isinstance(reply, RedisError) and not isinstance(reply, ResponseError):
+                replies[index] = _unavailable(reply, sent=True)
     return replies
 
 
@@ -345,7 +488,7 @@ def _field(project_id: int, stat: int, rollup: int, epoch: int, environment: str
 
 def _parse_field(field: bytes) -> tuple[int, int, int, int, str] | None:
     text = field.decode()
-    if text[0] in "e~":  # environment markers and the first-write time
+    if text[0] in "e~":  # environment markers and the hash's own fields
         return None
     project_id, stat, rollup, epoch, environment = text.split(":", 4)
     return int(project_id), int(stat), int(rollup), int(epoch), environment
@@ -355,109 +498,171 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+_OVERFLOW = "PSOVERFLOW "
+
+
+@dataclass
+class _Part:
+    """One write script's share of a :func:`write`: a shard's rows (or some of them)."""
+
+    shard: int
+    rows: list[Row]
+    packed: str
+
+
+def _parts(config: dict[str, Any], rows: Sequence[Row]) -> list[_Part]:
+    """Rows per shard, in parts of at most ``FLUSH_MAX_ROWS`` fields."""
+    shards = int(config["SHARDS"])
+    cap = int(config["FLUSH_MAX_ROWS"])
+    per_shard: defaultdict[int, list[Row]] = defaultdict(list)
+    for row in rows:
+        per_shard[row[0] % shards].append(row)
+    parts: list[_Part] = []
+    for shard, shard_rows in per_shard.items():
+        for offset in range(0, len(shard_rows), cap):
+            chunk = shard_rows[offset : offset + cap]
+            fields: list[str] = []
+            markers: set[str] = set()
+            for project_id, stat, environment, rollup, epoch, count in chunk:
+                fields += (f"{project_id}:{stat}:{rollup}:{epoch}:{environment}", str(count))
+                if environment:
+                    markers.add(f"e:{project_id}:{environment}")
+            for marker in markers:  # last: a failed write never has to take them back
+                fields += (marker, "0")
+            parts.append(_Part(shard, chunk, "\0".join(fields)))
+    return parts
+
+
+def _write_call(config: dict[str, Any], part: _Part, now: int, fresh: str) -> Call:
+    tag = _tag(config, part.shard)
+    entries = ";".join(sorted({f"{row[3]}:{row[4]}" for row in part.rows}))
+    return (
+        part.shard,
+        [f"{tag}:live", f"{tag}:batches"],
+        [
+            now,
+            f"{part.shard}-{fresh}",
+            int(config["FLUSH_MAX_ROWS"]),
+            f"{tag}:batch:",
+            part.packed.count("\0") // 2 + 1,
+            entries,
+            part.packed,
+        ],
+    )
+
+
 def write(rows: Sequence[Row]) -> None:
     """Add ``rows`` (distinct keys, nonzero counts) to the buffer.
 
-    One script per shard, all pipelined: one round trip per Redis node. Each
-    shard's part is atomic; a writer dying mid-call may have recorded some
-    shards' parts and not others. When a shard cannot be reached,
-    ``ON_ERROR`` decides: ``"raise"`` raises :class:`BufferUnavailable`,
-    ``"database"`` writes that shard's rows straight to the database.
+    One script per shard (per ``FLUSH_MAX_ROWS`` rows of a shard), all
+    pipelined: one round trip per Redis node. Each script is atomic; a writer
+    dying mid-call may have recorded some shards' parts and not others.
+
+    A bucket whose buffered sum would pass 2**63 - 1 raises ``ValueError``
+    and nothing of the call stays buffered. When a shard cannot be reached,
+    ``ON_ERROR`` decides: ``"raise"`` raises :class:`BufferUnavailable`;
+    ``"database"`` writes that shard's rows straight to the database, but only
+    when Redis certainly did not run them (no connection could be made): after
+    a lost reply or a timeout the write may have been recorded, and
+    :class:`BufferUnavailable` says so instead of writing it twice.
     """
     if not rows:
         return
     config = _config()
-    per_shard: defaultdict[int, list[str]] = defaultdict(list)
-    shard_rows: defaultdict[int, list[Row]] = defaultdict(list)
-    markers: set[tuple[int, int, str]] = set()
-    shards = int(config["SHARDS"])
-    for row in rows:
-        project_id, stat, environment, rollup, epoch, count = row
-        shard = project_id % shards
-        per_shard[shard] += (f"{project_id}:{stat}:{rollup}:{epoch}:{environment}", str(count))
-        shard_rows[shard].append(row)
-        if environment:
-            markers.add((shard, project_id, environment))
-    for shard, project_id, environment in markers:
-        per_shard[shard] += (f"e:{project_id}:{environment}", "0")
+    parts = _parts(config, rows)
     now = _now_ms()
     fresh = uuid.uuid4().hex
-    calls = [
-        (shard, [f"{_tag(config, shard)}:live"], [now, f"{shard}-{fresh}", "\0".join(parts)])
-        for shard, parts in per_shard.items()
-    ]
+    calls = [_write_call(config, part, now, fresh) for part in parts]
     replies = _per_node(config, _WRITE, calls)
-    failed = [
-        (shard, reply)
-        for (shard, _, _), reply in zip(calls, replies, strict=True)
-        if isinstance(reply, Exception)
-    ]
-    if not failed:
+    done: list[tuple[_Part, str]] = []
+    overflow: list[str] = []
+    not_run: list[tuple[_Part, Exception]] = []
+    unknown: list[tuple[_Part, Exception]] = []
+    for part, reply in zip(parts, replies, strict=True):
+        if isinstance(reply, _Failed):
+            (unknown if reply.sent else not_run).append((part, reply))
+        elif isinstance(reply, Exception):
+            if str(reply).startswith(_OVERFLOW):
+                overflow.append(str(reply)[len(_OVERFLOW) :])
+            else:  # refused before it ran (e.g. out of memory, loading)
+                not_run.append((part, reply))
+        else:
+            done.append((part, reply.decode()))
+    if overflow:
+        _take_back(config, done)
+        raise ValueError(
+            f"the buffered count of {overflow[0]} would pass 2**63 - 1; "
+            "nothing of this call was recorded"
+        )
+    if not (not_run or unknown):
         return
-    if config["ON_ERROR"] != "database":
-        raise _first_error(failed, len(calls))
-    logger.warning(
-        "Redis unavailable for %d of %d shards; writing their increments to the database.",
-        len(failed),
-        len(calls),
-    )
-    database.upsert([row for shard, _ in failed for row in shard_rows[shard]])
+    recorded = f"{len(done)} of {len(parts)} parts of this call were recorded"
+    if not_run and config["ON_ERROR"] == "database":
+        logger.warning(
+            "Redis unavailable for %d of %d parts of a write; writing them to the database.",
+            len(not_run),
+            len(parts),
+        )
+        database.upsert([row for part, _ in not_run for row in part.rows])
+        not_run = []
+    if unknown:
+        raise BufferUnavailable(
+            f"{_describe(unknown[0][1])} after the write was sent: it may have been recorded "
+            f"({len(unknown)} parts; {recorded})"
+        )
+    if not_run:
+        raise BufferUnavailable(
+            f"{_describe(not_run[0][1])}; nothing of {len(not_run)} parts was recorded, {recorded}"
+        )
 
 
-def _first_error(failed: Sequence[tuple[int, Exception]], total: int) -> BufferUnavailable:
-    shard, error = failed[0]
+def _describe(error: Exception) -> str:
     if isinstance(error, BufferUnavailable):
-        message = str(error)
-    else:
-        message = f"Redis refused the write ({type(error).__name__}: {error})"
-    if len(failed) < total:
-        message += f"; the other {total - len(failed)} shards of this batch were recorded"
-    return BufferUnavailable(message)
+        return str(error)
+    return f"Redis refused the write ({type(error).__name__}: {error})"
 
 
-def _read_calls(
-    config: dict[str, Any], fields: dict[int, list[str]]
-) -> tuple[list[Call], list[list[str]]]:
-    calls: list[Call] = []
-    field_lists: list[list[str]] = []
-    for shard, wanted in fields.items():
-        tag = _tag(config, shard)
-        calls.append((shard, [f"{tag}:live", f"{tag}:batches"], [f"{tag}:batch:", *wanted]))
-        field_lists.append(wanted)
-    return calls, field_lists
+def _take_back(config: dict[str, Any], done: Sequence[tuple[_Part, str]]) -> None:
+    """Undo the parts of a refused write that Redis recorded.
 
-
-def _buffered(fields: dict[int, list[str]]) -> dict[str, Counter[str]] | None:
-    """Deltas of ``fields`` (per shard) by batch id, live hashes included, or None
-    when Redis cannot answer and ``READ_ON_ERROR`` is ``"database"``.
-
-    A live hash is keyed by the id its batch will have: a flush may claim and
-    commit it before the caller reads the database, which then says so.
+    A part whose live hash a flush claimed meanwhile is cancelled by the same
+    deltas, negative, in the next live hash: the database gets both, and a
+    read counts both.
     """
-    config = _config()
-    calls, field_lists = _read_calls(config, fields)
-    replies = _per_node(config, _READ, calls)
-    batches: dict[str, Counter[str]] = {}
-    for wanted, reply in zip(field_lists, replies, strict=True):
+    if not done:
+        return
+    undos = [
+        (part.shard, [f"{_tag(config, part.shard)}:live"], [batch_id, part.packed])
+        for part, batch_id in done
+    ]
+    claimed = [
+        part
+        for (part, _), reply in zip(done, _per_node(config, _UNDO, undos), strict=True)
+        if reply != 1
+    ]
+    if not claimed:
+        return
+    negative = [(*row[:5], -row[5]) for part in claimed for row in part.rows]
+    parts = _parts(config, negative)
+    calls = [_write_call(config, part, _now_ms(), uuid.uuid4().hex) for part in parts]
+    for reply in _per_node(config, _WRITE, calls):
+        if isinstance(reply, Exception):
+            logger.error("Could not take back part of a refused write: %s", reply)
+
+
+def _answers(config: dict[str, Any], source: str, calls: Sequence[Call]) -> list[Any] | None:
+    """Every call's reply, or None when Redis cannot answer one and
+    ``READ_ON_ERROR`` is ``"database"`` (else :class:`BufferUnavailable`)."""
+    replies = _per_node(config, source, calls)
+    for reply in replies:
         if isinstance(reply, Exception):
             if config["READ_ON_ERROR"] == "database":
                 logger.warning("Redis unavailable; answering a read from the database alone.")
                 return None
-            raise reply if isinstance(reply, BufferUnavailable) else _unavailable(reply)
-        for position in range(0, len(reply), 2):
-            if reply[position] is None:
-                continue  # no live hash
-            deltas: Counter[str] = Counter()
-            _collect(deltas, wanted, reply[position + 1])
-            if deltas:
-                batches[reply[position].decode()] = deltas
-    return batches
-
-
-def _collect(into: Counter[str], fields: Sequence[str], values: Sequence[bytes | None]) -> None:
-    for field, value in zip(fields, values, strict=True):
-        if value is not None:
-            into[field] += int(value)
+            if isinstance(reply, BufferUnavailable):
+                raise reply
+            raise _unavailable(reply, sent=False)
+    return replies
 
 
 def read(
@@ -469,26 +674,54 @@ def read(
 ) -> dict[tuple[int, int], int]:
     """Stored plus buffered counts keyed by ``(project_id, bucket_start)``.
 
-    One Redis round trip per node, then one SQL statement.
+    One Redis round trip per node, then one SQL statement. Redis looks up
+    only the buckets its hashes hold in the range (their index), so a long
+    series over many projects costs it what is buffered, not what is asked.
+
+    A live hash is keyed by the id its batch will have: a flush may claim and
+    commit it before the database is read, which then says so.
     """
     config = _config()
     ids = sorted(set(project_ids))
-    fields: defaultdict[int, list[str]] = defaultdict(list)
+    per_shard: defaultdict[int, list[int]] = defaultdict(list)
     for project_id in ids:
-        shard = _shard(config, project_id)
-        fields[shard] += [_field(project_id, stat, rollup, e, environment) for e in buckets]
-    batches = (_buffered(fields) if ids else None) or {}
+        per_shard[_shard(config, project_id)].append(project_id)
+    calls: list[Call] = []
+    for shard, shard_ids in per_shard.items():
+        tag = _tag(config, shard)
+        calls.append(
+            (
+                shard,
+                [f"{tag}:live", f"{tag}:batches"],
+                [
+                    f"{tag}:batch:",
+                    rollup,
+                    buckets[0],
+                    buckets[-1],
+                    f"{stat}:{rollup}:",
+                    f":{environment}",
+                    *shard_ids,
+                ],
+            )
+        )
+    replies = (_answers(config, _READ, calls) if calls else None) or []
+    batches: dict[str, Counter[tuple[int, int]]] = {}
+    for reply in replies:
+        for position in range(0, len(reply), 2):
+            if reply[position] is None:
+                continue  # no live hash
+            found = reply[position + 1]
+            deltas = batches.setdefault(reply[position].decode(), Counter())
+            for field, value in zip(found[::2], found[1::2], strict=True):
+                pk, _, _, epoch, _ = field.split(b":", 4)
+                deltas[(int(pk), int(epoch))] += int(value)
     cells, applied = database.read_cells(
         ids, stat, environment, rollup, buckets[0], buckets[-1], sorted(batches)
     )
-    pending: Counter[str] = Counter()
     for batch_id, deltas in batches.items():
         if batch_id not in applied:
-            pending.update(deltas)
-    for field, delta in pending.items():
-        pk, _, _, epoch, _ = field.split(":", 4)
-        key = (int(pk), int(epoch))
-        cells[key] = cells.get(key, 0) + delta
+            for key, delta in deltas.items():
+                cells[key] = cells.get(key, 0) + delta
     return cells
 
 
@@ -502,9 +735,17 @@ def environment_seen(project_ids: Iterable[int], environment: str) -> bool:
     fields: defaultdict[int, list[str]] = defaultdict(list)
     for project_id in project_ids:
         fields[_shard(config, project_id)].append(f"e:{project_id}:{environment}")
-    if not fields:
-        return False
-    return bool(_buffered(fields))
+    calls: list[Call] = []
+    for shard, wanted in fields.items():
+        tag = _tag(config, shard)
+        calls.append((shard, [f"{tag}:live", f"{tag}:batches"], [f"{tag}:batch:", *wanted]))
+    replies = (_answers(config, _FIELDS, calls) if calls else None) or []
+    return any(
+        value is not None
+        for reply in replies
+        for position in range(1, len(reply), 2)
+        for value in reply[position]
+    )
 
 
 @dataclass
@@ -527,35 +768,53 @@ class FlushResult:
     lag: float | None = None
 
 
-def flush() -> FlushResult:
+def flush(shards: Iterable[int] | None = None) -> FlushResult:
     """Move every buffered increment into the database (see the module docstring).
 
-    Every shard is claimed at once (one round trip per Redis node) and every
-    batch applied in one database transaction. Shards another flusher holds
-    are left to it (``busy``). Shards Redis cannot serve are counted in
-    ``failed`` and, after the others are done, raise :class:`FlushIncomplete`
-    (its ``result`` says what was done); nothing is lost, a later flush
-    picks them up.
+    ``shards`` limits the flush to those shard numbers (default: all). They
+    are claimed at once (one round trip per Redis node) and their batches
+    applied in transactions of at most ``FLUSH_MAX_ROWS`` rows each (a batch
+    is never split). Shards another flusher holds are left to it (``busy``).
+    Shards Redis cannot serve are counted in ``failed`` and, after the others
+    are done, raise :class:`FlushIncomplete` (its ``result`` says what was
+    done); nothing is lost, a later flush picks them up.
+
+    Called inside a transaction (``atomic``), Redis is told the batches are
+    applied only once that transaction commits: rolled back, they stay
+    buffered and the next flush applies them.
     """
+    result, _ = _flush(shards)
+    if result.failed:
+        raise FlushIncomplete(
+            f"Redis is unavailable for {result.failed} shards; they are flushed later", result
+        )
+    return result
+
+
+def _flush(shards: Iterable[int] | None) -> tuple[FlushResult, set[int]]:
+    """:func:`flush` without the raise; also the busy shards' numbers."""
     config = _config()
     result = FlushResult()
     token = uuid.uuid4().hex
     lease_ms = int(float(config["LEASE_SECONDS"]) * 1000)
     now = _now_ms()
+    chosen = range(int(config["SHARDS"])) if shards is None else sorted(set(shards))
     begins: list[Call] = []
-    for shard in range(int(config["SHARDS"])):
+    for shard in chosen:
         tag = _tag(config, shard)
         keys = [f"{tag}:lease", f"{tag}:live", f"{tag}:batches"]
         begins.append((shard, keys, [token, lease_ms, now, f"{tag}:batch:"]))
     # 1. Claim: per shard, take the lease and rename live to a new batch.
     claimed: dict[int, list[str]] = {}
+    busy: set[int] = set()
     for (shard, _, _), reply in zip(begins, _per_node(config, _BEGIN, begins), strict=True):
         if isinstance(reply, Exception):
             result.failed += 1
         elif reply is None:
-            result.busy += 1
+            busy.add(shard)
         elif reply:
             claimed[shard] = [raw.decode() for raw in reply]
+    result.busy = len(busy)
     if claimed:
         try:
             _reached("claimed")
@@ -564,11 +823,33 @@ def flush() -> FlushResult:
             # 5. Release the leases still ours (a dead flusher's expire).
             releases = [(shard, [f"{_tag(config, shard)}:lease"], [token]) for shard in claimed]
             _per_node(config, _RELEASE, releases)
-    if result.failed:
-        raise FlushIncomplete(
-            f"Redis is unavailable for {result.failed} shards; they are flushed later", result
-        )
-    return result
+    return result, busy
+
+
+def flush_projects(project_ids: Iterable[int], *, wait: float) -> FlushResult:
+    """Flush the shards of ``project_ids``, waiting up to ``wait`` seconds for
+    shards another flusher holds (its lease ends when it finishes, or expires
+    if it died); :class:`BufferUnavailable` if one is still held then.
+    """
+    config = _config()
+    todo = {_shard(config, pk) for pk in project_ids}
+    total = FlushResult()
+    deadline = time.monotonic() + wait
+    while todo:
+        result, busy = _flush(todo)
+        for name in ("rows", "batches", "skipped", "shards", "failed"):
+            setattr(total, name, getattr(total, name) + getattr(result, name))
+        if result.failed:
+            raise FlushIncomplete(f"Redis is unavailable for {result.failed} shards", total)
+        todo = busy
+        if todo and time.monotonic() >= deadline:
+            total.busy = len(todo)
+            raise BufferUnavailable(
+                f"{len(todo)} shards stayed held by another flusher for {wait:g} seconds"
+            )
+        if todo:
+            time.sleep(0.05)
+    return total
 
 
 def _apply(
@@ -578,59 +859,79 @@ def _apply(
     lease_ms: int,
     result: FlushResult,
 ) -> None:
-    # 2. Read every claimed batch.
-    reads: list[Call] = [
-        (shard, [f"{_tag(config, shard)}:batch:{batch_id}"], [])
-        for shard, ids in claimed.items()
-        for batch_id in ids
-    ]
-    contents = _per_node(config, _HGETALL, reads)
-    _reached("read")
-    batches: dict[str, list[Row]] = {}
-    firsts: list[int] = []
-    where: dict[str, int] = {}
-    failed_shards: set[int] = set()
-    for (shard, keys, _), content in zip(reads, contents, strict=True):
-        if isinstance(content, Exception):
-            failed_shards.add(shard)
+    where = {batch_id: shard for shard, ids in claimed.items() for batch_id in ids}
+    keys = {
+        batch_id: f"{_tag(config, shard)}:batch:{batch_id}" for batch_id, shard in where.items()
+    }
+    # Sizes first, so a transaction takes whole batches up to FLUSH_MAX_ROWS.
+    order = sorted(where)
+    sizes = _per_node(config, _HLEN, [(where[b], [keys[b]], []) for b in order])
+    failed_shards = {
+        where[b] for b, size in zip(order, sizes, strict=True) if isinstance(size, Exception)
+    }
+    cap = int(config["FLUSH_MAX_ROWS"])
+    groups: list[list[str]] = []
+    rows_in_group = 0
+    for batch_id, size in zip(order, sizes, strict=True):
+        if where[batch_id] in failed_shards:
             continue
-        batch_id = keys[0].rsplit(":", 1)[1]
-        rows, first_ms = _rows(dict(zip(content[::2], content[1::2], strict=True)))
-        batches[batch_id] = rows
-        where[batch_id] = shard
-        if first_ms is not None:
-            firsts.append(first_ms)
-    result.failed += len(failed_shards)
-    # A shard that could not be read entirely waits for the next flush.
-    batches = {b: rows for b, rows in batches.items() if where[b] not in failed_shards}
-    if not batches:
-        return
-    # 3. One transaction: the counts and the ids of the batches they came from.
-    applied, written = database.apply_batches(
-        batches, int(time.time()), before_commit=lambda: _reached("applying")
-    )
-    _reached("committed")
-    result.batches += len(applied)
-    result.skipped += len(batches) - len(applied)
-    result.rows += written
-    result.shards += len({where[b] for b in batches})
-    if applied and firsts:
-        result.lag = max(0.0, time.time() - min(firsts) / 1000)
-    # 4. Acknowledge: delete the batches and their ids, renew the leases.
-    acks = [
-        (
-            where[batch_id],
-            [
-                f"{_tag(config, where[batch_id])}:batch:{batch_id}",
-                f"{_tag(config, where[batch_id])}:batches",
-                f"{_tag(config, where[batch_id])}:lease",
-            ],
-            [batch_id, token, lease_ms],
+        if not groups or rows_in_group + int(size) > cap:
+            groups.append([])
+            rows_in_group = 0
+        groups[-1].append(batch_id)
+        rows_in_group += int(size)
+    for group in groups:
+        # 2. Read the group's batches.
+        contents = _per_node(config, _HGETALL, [(where[b], [keys[b]], []) for b in group])
+        _reached("read")
+        batches: dict[str, list[Row]] = {}
+        firsts: list[int] = []
+        for batch_id, content in zip(group, contents, strict=True):
+            if isinstance(content, Exception):
+                failed_shards.add(where[batch_id])
+                continue
+            rows, first_ms = _rows(dict(zip(content[::2], content[1::2], strict=True)))
+            batches[batch_id] = rows
+            if first_ms is not None:
+                firsts.append(first_ms)
+        # A shard that could not be read entirely waits for the next flush.
+        batches = {b: rows for b, rows in batches.items() if where[b] not in failed_shards}
+        if not batches:
+            continue
+
+        def acknowledge(done: Sequence[str] = tuple(batches)) -> None:
+            # 4. After the commit: delete the batches and their ids, renew the leases.
+            _reached("committed")
+            acks = [
+                (
+                    where[b],
+                    [
+                        keys[b],
+                        f"{_tag(config, where[b])}:batches",
+                        f"{_tag(config, where[b])}:lease",
+                    ],
+                    [b, token, lease_ms],
+                )
+                for b in done
+            ]
+            _per_node(config, _ACK, acks)
+            _reached("acked")
+
+        # 3. One transaction: the counts and the ids of the batches they came from.
+        applied, written = database.apply_batches(
+            batches,
+            int(time.time()),
+            before_commit=lambda: _reached("applying"),
+            after_commit=acknowledge,
         )
-        for batch_id in batches
-    ]
-    _per_node(config, _ACK, acks)
-    _reached("acked")
+        result.batches += len(applied)
+        result.skipped += len(batches) - len(applied)
+        result.rows += written
+        if applied and firsts:
+            lag = max(0.0, time.time() - min(firsts) / 1000)
+            result.lag = lag if result.lag is None else max(result.lag, lag)
+    result.failed += len(failed_shards)
+    result.shards += len(set(where.values()) - failed_shards)
 
 
 def _rows(content: dict[bytes, bytes]) -> tuple[list[Row], int | None]:
@@ -656,11 +957,11 @@ def pending_batch_ids() -> set[str]:
     calls: list[Call] = []
     for shard in range(int(config["SHARDS"])):
         tag = _tag(config, shard)
-        # A READ asking for no field: just the ids.
+        # Asking for no field: just the ids.
         calls.append((shard, [f"{tag}:live", f"{tag}:batches"], [f"{tag}:batch:"]))
     ids: set[str] = set()
-    for reply in _per_node(config, _READ, calls):
+    for reply in _per_node(config, _FIELDS, calls):
         if isinstance(reply, Exception):
-            raise reply if isinstance(reply, BufferUnavailable) else _unavailable(reply)
+            raise reply if isinstance(reply, BufferUnavailable) else _unavailable(reply, sent=False)
         ids.update(reply[position].decode() for position in range(2, len(reply), 2))
     return ids

@@ -7,10 +7,11 @@ the database and no increment is lost (no read-modify-write in Python).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
-from django.db import connections, router, transaction
+from django.db import DataError, connections, router, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, Model, QuerySet, Sum
 
@@ -21,6 +22,8 @@ Row = tuple[int, int, str, int, int, int]
 """``(project_id, stat_code, environment, rollup, bucket_epoch, count)``."""
 
 SUPPORTED_VENDORS = frozenset({"postgresql", "sqlite"})
+
+logger = logging.getLogger("project_stats.flush")
 
 
 def _column(name: str) -> str:
@@ -564,13 +567,18 @@ def apply_batches(
     batches: Mapping[str, Sequence[Row]],
     applied_at: int,
     before_commit: Callable[[], None] | None = None,
+    after_commit: Callable[[], None] | None = None,
 ) -> tuple[set[str], int]:
     """Add the rows of every batch not applied yet and record their ids, in one transaction.
 
     Returns the ids applied by this call and the number of rows written. A
     batch whose id is already recorded is in the database: nothing of it is
     added. Rows of projects deleted since they were buffered are dropped.
-    ``before_commit`` runs inside the transaction, last.
+    A bucket the rows would take past 2**63 - 1 is set to that maximum, with
+    an error logged naming it and its batch; every other row is applied.
+    ``before_commit`` runs inside the transaction, last; ``after_commit``
+    once it has committed (the caller's transaction, if this runs in one:
+    never, if that rolls back).
     """
     connection = _write_connection()
     qn = connection.ops.quote_name
@@ -591,20 +599,75 @@ def apply_batches(
                 )
                 if cursor.rowcount == 1:
                     applied.add(batch_id)
+        # A project deleted meanwhile would fail the foreign key at every retry.
+        wanted = {row[0] for batch_id in applied for row in batches[batch_id]}
+        projects = Project.objects.using(connection.alias).filter(pk__in=wanted)
+        alive = set(projects.values_list("pk", flat=True))
         totals: dict[tuple[int, int, str, int, int], int] = {}
         for batch_id in applied:
             for project_id, stat, environment, rollup, epoch, count in batches[batch_id]:
-                key = (project_id, stat, environment, rollup, epoch)
-                totals[key] = totals.get(key, 0) + count
-        # A project deleted meanwhile would fail the foreign key at every retry.
-        wanted = {key[0] for key in totals}
-        projects = Project.objects.using(connection.alias).filter(pk__in=wanted)
-        alive = set(projects.values_list("pk", flat=True))
-        kept = [(*key, count) for key, count in totals.items() if key[0] in alive and count]
-        upsert(kept)
+                if project_id in alive:
+                    key = (project_id, stat, environment, rollup, epoch)
+                    totals[key] = totals.get(key, 0) + count
+        kept = [(*key, count) for key, count in totals.items() if count]
+        try:
+            # A savepoint: a bucket passing the maximum fails the statement
+            # without losing the transaction, and is then applied clamped.
+            with transaction.atomic(using=connection.alias):
+                if any(not -MAX_COUNT <= row[5] <= MAX_COUNT for row in kept):
+                    raise DataError("a bucket's buffered deltas add up past 2**63 - 1")
+                upsert(kept)
+        except DataError:
+            for batch_id in sorted(applied):
+                _apply_clamped(
+                    connection, batch_id, [row for row in batches[batch_id] if row[0] in alive]
+                )
         if before_commit is not None:
             before_commit()
+        if after_commit is not None:
+            transaction.on_commit(after_commit, using=connection.alias)
     return applied, len(kept)
+
+
+MAX_COUNT = 2**63 - 1
+
+
+def _apply_clamped(connection: BaseDatabaseWrapper, batch_id: str, rows: Sequence[Row]) -> None:
+    """Add one batch's rows, setting buckets that would pass ``MAX_COUNT`` to it (logged)."""
+    if not rows:
+        return
+    keys = {(p, s, e, r, epoch_to_datetime(t)): c for p, s, e, r, t, c in rows}
+    stored = {
+        (p, s, e, r, t): c
+        for p, s, e, r, t, c in EventCount.objects.using(connection.alias)
+        .select_for_update()
+        .filter(
+            project_id__in={key[0] for key in keys},
+            timestamp__in={key[4] for key in keys},
+        )
+        .values_list("project_id", "stat", "environment", "rollup", "timestamp", "count")
+        if (p, s, e, r, t) in keys
+    }
+    safe: list[Row] = []
+    for (project_id, stat, environment, rollup, moment), count in keys.items():
+        current = stored.get((project_id, stat, environment, rollup, moment), 0)
+        if current + count > MAX_COUNT:
+            logger.error(
+                "Buffered batch %s takes bucket (project %s, stat %s, rollup %s, %s, "
+                "environment %r) past 2**63 - 1; stored %s, adding %s: set to the maximum.",
+                batch_id,
+                project_id,
+                stat,
+                rollup,
+                moment.isoformat(),
+                environment,
+                current,
+                count,
+            )
+            count = MAX_COUNT - current
+        if count:
+            safe.append((project_id, stat, environment, rollup, int(moment.timestamp()), count))
+    upsert(safe)
 
 
 def read_cells(
