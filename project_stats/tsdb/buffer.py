@@ -572,7 +572,7 @@ def write(rows: Sequence[Row]) -> None:
     parts = _parts(config, rows)
     now = _now_ms()
     fresh = uuid.uuid4().hex
-    calls = [_write_call(config, part, now, fresh) for part in parts]
+    calls = [_write_call(config, part, now, f"{fresh}{i}") for i, part in enumerate(parts)]
     replies = _per_node(config, _WRITE, calls)
     done: list[tuple[_Part, str]] = []
     overflow: list[str] = []
@@ -644,7 +644,8 @@ def _take_back(config: dict[str, Any], done: Sequence[tuple[_Part, str]]) -> Non
         return
     negative = [(*row[:5], -row[5]) for part in claimed for row in part.rows]
     parts = _parts(config, negative)
-    calls = [_write_call(config, part, _now_ms(), uuid.uuid4().hex) for part in parts]
+    fresh = uuid.uuid4().hex
+    calls = [_write_call(config, part, _now_ms(), f"{fresh}{i}") for i, part in enumerate(parts)]
     for reply in _per_node(config, _WRITE, calls):
         if isinstance(reply, Exception):
             logger.error("Could not take back part of a refused write: %s", reply)
