@@ -18,6 +18,7 @@ PARTS = [
     ("round_trips.py", []),
     ("ingest.py", []),
     ("buffer.py", []),
+    ("buffer_reads.py", []),
     ("backfill.py", []),
     ("soak.py", []),
 ]
