@@ -70,6 +70,42 @@ class ProjectStatsThrottle(UserRateThrottle):
     def get_ident(self, request: Request) -> str:
         return client_address(request)
 
+    def refuses(self, request: Request) -> bool:
+        """Whether :meth:`allow_request` would refuse ``request`` now; records nothing.
+
+        Asked before the request's counts are read, so a refused request
+        costs no read of them.
+        """
+        if self.rate is None:
+            return False
+        key = self.get_cache_key(request, None)  # type: ignore[arg-type]  # unused by DRF's
+        if key is None:
+            return False
+        duration: int = getattr(self, "duration", 0)
+        limit: int = getattr(self, "num_requests", 0)
+        now = self.timer()
+        history = [moment for moment in self.cache.get(key, []) if moment > now - duration]
+        return len(history) >= limit
+
+    @classmethod
+    def token_refused(cls, digest: str) -> bool:
+        """Whether a request with the token of ``digest`` was refused within its wait.
+
+        The user behind a bearer token is known only from the database;
+        this marker, set when one of the token's requests is refused, tells
+        before that.
+        """
+        return bool(cls.cache.get(cls._token_key(digest)))
+
+    @classmethod
+    def remember_refusal(cls, digest: str, wait: float) -> None:
+        """Mark the token of ``digest`` refused for ``wait`` seconds."""
+        cls.cache.set(cls._token_key(digest), 1, max(1, math.ceil(wait)))
+
+    @classmethod
+    def _token_key(cls, digest: str) -> str:
+        return f"throttle_{cls.scope}_token_{digest}"
+
     def wait(self) -> float:
         """Seconds until a request is allowed again, never less than one.
 

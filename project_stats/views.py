@@ -10,7 +10,7 @@ from typing import Any
 from django.urls import reverse
 from django.utils import timezone
 from rest_framework.authentication import SessionAuthentication
-from rest_framework.exceptions import APIException, MethodNotAllowed, NotFound
+from rest_framework.exceptions import APIException, MethodNotAllowed, NotFound, Throttled
 from rest_framework.generics import ListAPIView
 from rest_framework.metadata import SimpleMetadata
 from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
@@ -73,6 +73,8 @@ class StatsEndpoint(APIView):
     path_has_project = False
 
     found: access.Found | None = None
+    # The bearer token's digest, once read from the header.
+    digest: str | None = None
     now: datetime
     # The access statement's keyword arguments (``read``: the planned counts).
     statement: dict[str, Any]
@@ -91,6 +93,24 @@ class StatsEndpoint(APIView):
     def check_permissions(self, request: Request) -> None:
         if request.method != "OPTIONS":
             super().check_permissions(request)
+
+    def check_throttles(self, request: Request) -> None:
+        try:
+            super().check_throttles(request)
+        except Throttled as refusal:
+            if self.digest is not None:
+                # The next requests with this token skip reading counts.
+                ProjectStatsThrottle.remember_refusal(self.digest, getattr(refusal, "wait", 0) or 1)
+            raise
+
+    def _refused_before_reading(self, request: Request, digest: str | None) -> bool:
+        """Whether the request throttle will refuse this request: then no counts are read."""
+        throttles = [t for t in self.get_throttles() if isinstance(t, ProjectStatsThrottle)]
+        if not throttles:
+            return False
+        if digest is not None:
+            return ProjectStatsThrottle.token_refused(digest)
+        return any(throttle.refuses(request) for throttle in throttles)
 
     def get_exception_handler(self) -> Callable[[Exception, dict[str, Any]], Response | None]:
         return exception_handler  # 503 JSON when the database is unreachable
@@ -116,7 +136,9 @@ class StatsEndpoint(APIView):
         try:
             pending = bearer.identify(request) if bearer is not None else None
             if bearer is not None and pending is not None:
-                digest = pending.digest
+                digest = self.digest = pending.digest
+                if digest is not None and self._refused_before_reading(request, digest):
+                    statement = _without_counts(statement)
                 found = (
                     access.look_up(
                         organization=organization,
@@ -140,6 +162,8 @@ class StatsEndpoint(APIView):
         session_user = request.user  # the other classes (a session), as DRF would
         if organization is None or not (session_user.is_authenticated and session_user.is_active):
             return access.Found()
+        if self._refused_before_reading(request, None):
+            statement = _without_counts(statement)
         return access.look_up(
             organization=organization, project=project, user=session_user, now=self.now, **statement
         )
@@ -217,6 +241,15 @@ class ProjectStatsView(StatsEndpoint):
         if request.META.get("QUERY_STRING"):
             location += "?" + request.META["QUERY_STRING"]
         return Response(status=302, headers={"Location": location})
+
+
+def _without_counts(statement: dict[str, Any]) -> dict[str, Any]:
+    """The access statement's arguments without the counts and the environment check.
+
+    Should the request be allowed after all, the view reads them through
+    ``tsdb`` instead, as when a buffer keeps part of them.
+    """
+    return {k: v for k, v in statement.items() if k not in ("read", "environment")}
 
 
 def _read_arguments(query: StatsQuerySerializer, now: datetime) -> dict[str, Any]:

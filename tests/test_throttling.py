@@ -2,19 +2,23 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.core.cache import cache
+from django.db import connection
 from django.test import Client, RequestFactory
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
 from django.utils import timezone
 from rest_framework.exceptions import AuthenticationFailed, Throttled
 from rest_framework.request import Request
 
 from project_stats import tokens
 from project_stats.authentication import BearerTokenAuthentication
-from project_stats.models import ApiToken, Project
+from project_stats.models import ApiToken, EventCount, Project
 from project_stats.throttling import (
     AUTH_THROTTLE_SCOPE,
     FailedAuthenticationThrottle,
@@ -323,3 +327,40 @@ def test_requests_without_a_bearer_header_are_not_throttled_for_failures(
     assert [client.get(url).status_code for _ in range(3)] == [401, 401, 401]
     basic = {"HTTP_AUTHORIZATION": "Basic dXNlcjpwYXNz"}
     assert [client.get(url, **basic).status_code for _ in range(3)] == [401, 401, 401]
+
+
+def reads_counts(queries: list[dict[str, str]]) -> bool:
+    return any(EventCount._meta.db_table in query["sql"] for query in queries)
+
+
+@pytest.mark.parametrize("credentials", ["token", "session"])
+def test_a_throttled_request_reads_no_counts(
+    settings,  # type: ignore[no-untyped-def]
+    client: Client,
+    project: Project,
+    member_token: ApiToken,
+    credentials: str,
+) -> None:
+    set_rate(settings, "2/s")
+    url = reverse("project_stats:project-stats", args=[project.organization.slug, project.slug])
+    if credentials == "token":
+        extra = bearer(member_token)
+    else:
+        client.force_login(member_token.user)
+        extra = {}
+
+    def get() -> tuple[int, bool]:
+        with CaptureQueriesContext(connection) as ctx:
+            status = client.get(url, **extra).status_code
+        return status, reads_counts(ctx.captured_queries)
+
+    assert [get() for _ in range(2)] == [(200, True), (200, True)]
+    # A token's user is known from the database only: its first refusal
+    # reads what an allowed request would; the next ones read no counts.
+    first = get()
+    assert first[0] == 429
+    assert [get() for _ in range(2)] == [(429, False), (429, False)]
+    if credentials == "session":
+        assert first == (429, False)
+    time.sleep(2.1)  # the window and the token's mark expire
+    assert get() == (200, True)
