@@ -104,6 +104,10 @@ def _environment(environment: str | None) -> str:
 # Counts are 64-bit signed integers in the database.
 MAX_COUNT = 2**63 - 1
 
+# Epoch seconds a float timestamp may take for incr_many's shortcut: well
+# inside what ``to_micros`` accepts (years 1 to 9999); others take it.
+_FAST_SECONDS = (-6e10, 2.5e11)
+
 
 def _count(count: int) -> int:
     if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_COUNT:
@@ -169,20 +173,42 @@ def incr_many(
     """
     targets = _rollups_to_write(rollups)
     now_second: int | None = None
-    totals: defaultdict[tuple[int, int, str, int, int], int] = defaultdict(int)
-    # The hot loop of ingestion: validate each item once, bucket per rollup.
+    # The hot loop of ingestion. Each item is validated, with the checks of
+    # values seen before skipped, and summed per second; the seconds are
+    # bucketed per rollup afterwards, once per distinct series and second.
+    codes: dict[str, int] = {}
+    environments: dict[str, str] = {}
+    per_second: defaultdict[tuple[int, int, str, int], int] = defaultdict(int)
     for item in items:
-        inc = item if isinstance(item, Increment) else Increment(*item)
-        project_id = _project_id(inc.project)
-        code = stat_code(inc.stat)
-        count = _count(inc.count)
-        environment = _environment(inc.environment)
-        if inc.timestamp is None:
+        size = len(item)
+        if size == 5:
+            project, stat, timestamp, count, environment = item
+        else:
+            project, stat, timestamp, count, environment = Increment(*item)
+        project_id = project if type(project) is int else _project_id(project)
+        if type(stat) is str and stat in codes:
+            code = codes[stat]
+        else:
+            code = stat_code(stat)
+            if type(stat) is str:
+                codes[stat] = code
+        if type(count) is not int or not 0 <= count <= MAX_COUNT:
+            count = _count(count)
+        if environment is None:
+            environment = ""
+        elif type(environment) is not str or environment not in environments:
+            environment = environments[environment] = _environment(environment)
+        if timestamp is None:
             if now_second is None:
                 now_second = to_micros(timezone.now()) // MICROS
             second = now_second
+        elif type(timestamp) is float and _FAST_SECONDS[0] < timestamp < _FAST_SECONDS[1]:
+            second = round(timestamp * MICROS) // MICROS  # as to_micros, without its checks
         else:
-            second = to_micros(inc.timestamp) // MICROS
+            second = to_micros(timestamp) // MICROS
+        per_second[(project_id, code, environment, second)] += count
+    totals: defaultdict[tuple[int, int, str, int, int], int] = defaultdict(int)
+    for (project_id, code, environment, second), count in per_second.items():
         for rollup in targets:
             epoch = second - second % rollup
             totals[(project_id, code, "", rollup, epoch)] += count
