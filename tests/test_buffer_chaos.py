@@ -4,7 +4,9 @@ Writer processes keep a ledger of what the calls that returned wrote
 (acknowledged) and of what the calls that raised tried to write (uncertain:
 Redis may have run them). Flushers are SIGKILLed and replaced at random
 moments; Redis (appendfsync always: it loses nothing it acknowledged) is
-SIGKILLed and restarted twice, or one node of a cluster is. A reader checks
+SIGKILLed and restarted twice, or one node of a cluster is; one Redis is
+reached through a proxy that loses a reply after its command ran, every
+second or so (a network cut: the client cannot know). A reader checks
 meanwhile that no series ever goes down. At the end, after a last flush,
 every stored series and rollup holds its acknowledged count, or more but
 no more than acknowledged + uncertain; no read ever saw more than that.
@@ -36,6 +38,7 @@ from . import chaos_workers
 from .chaos_workers import FLUSH_ERRORS, FLUSH_UNAVAILABLE, FLUSHES, Series
 from .factories import ProjectFactory
 from .redis_servers import Cluster, RedisServer, buffer_settings
+from .tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -103,12 +106,12 @@ def flush_to_the_end() -> int:
             raise AssertionError("the buffer did not empty within 180 s")
 
 
-def run_chaos(project_stats: dict[str, Any], fault: Fault) -> None:
+def run_chaos(project_stats: dict[str, Any], fault: Fault, proxy: TcpProxy | None = None) -> None:
     rng = random.Random(SEED)
     project_ids = [p.pk for p in ProjectFactory.create_batch(PROJECTS)]
     now = int(time.time())
     # Recent seconds, so every rollup (10 s, an hour, a day) keeps them.
-    seconds = sorted(now - 900 + rng.randrange(840) for _ in range(10))
+    seconds = [now - 900 + 14 * k + rng.randrange(4) for k in range(60)]
     database = dict(connection.settings_dict)
     stop = SPAWN.Event()
     writer_results = SPAWN.Queue()
@@ -143,8 +146,14 @@ def run_chaos(project_stats: dict[str, Any], fault: Fault) -> None:
             begin + duration * rng.uniform(0.55, 0.7),
         ]
         flusher_at = begin + rng.uniform(0.3, 1.5)
+        drop_at = begin + rng.uniform(0.3, 1.5)
         while time.monotonic() < end:
             moment = time.monotonic()
+            if proxy is not None and moment >= drop_at:
+                # The next script's reply is lost after it ran (a write's, a
+                # flush's or a read's, whichever comes first).
+                proxy.drop_next_reply(containing=b"EVALSHA")
+                drop_at = moment + rng.uniform(0.3, 1.5)
             if redis_at and moment >= redis_at[0]:
                 redis_at.pop(0)
                 fault.crash()
@@ -226,6 +235,8 @@ def run_chaos(project_stats: dict[str, Any], fault: Fault) -> None:
         f"unavailable, {flush_counts[FLUSH_ERRORS]} other errors; {final_flushes} final"
     )
     print(f"kills: {flusher_kills} flushers (restarted), Redis {redis_kills} ({fault.name})")
+    if proxy is not None:
+        print(f"replies lost after the command ran: {proxy.dropped}")
     print(
         f"reads: {reads['reads']} answered, {reads['unavailable']} unavailable; "
         f"{len(went_down)} went down, {len(above)} above the final possible total"
@@ -254,9 +265,14 @@ def chaos_settings(kind: str, url: str) -> dict[str, Any]:
 
 def test_chaos_on_one_redis(settings: Any, redis_server: RedisServer) -> None:
     assert redis_server.persistence == "aof-always"
-    settings.PROJECT_STATS = chaos_settings("single", redis_server.url)
-    fault = Fault("one Redis, AOF always", redis_server.kill, redis_server.start, (0.5, 2.0))
-    run_chaos(settings.PROJECT_STATS, fault)
+    # Everyone reaches Redis through a proxy that loses a reply now and then.
+    proxy = TcpProxy("127.0.0.1", redis_server.port).start()
+    try:
+        settings.PROJECT_STATS = chaos_settings("single", proxy.url)
+        fault = Fault("one Redis, AOF always", redis_server.kill, redis_server.start, (0.5, 2.0))
+        run_chaos(settings.PROJECT_STATS, fault, proxy)
+    finally:
+        proxy.stop()
 
 
 def test_chaos_on_a_cluster(settings: Any, killable_cluster: Cluster) -> None:
