@@ -254,7 +254,13 @@ def run_chaos(project_stats: dict[str, Any], fault: Fault, proxy: TcpProxy | Non
         *(f"WENT DOWN {line}" for line in went_down),
         *(f"ABOVE FINAL {line}" for line in above),
     ]
-    assert not problems, f"{len(problems)} problems (first 20):\n" + "\n".join(problems[:20])
+    if problems:
+        # The figures and the first problems, without a page of source.
+        pytest.fail(
+            f"{fault.name}: {len(problems)} problems (first 20 of them):\n"
+            + "\n".join(problems[:20]),
+            pytrace=False,
+        )
 
 
 def chaos_settings(kind: str, url: str) -> dict[str, Any]:
