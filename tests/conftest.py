@@ -98,6 +98,28 @@ def redis_cluster():  # type: ignore[no-untyped-def]
     cluster.stop()
 
 
+@pytest.fixture
+def redis_server(request):  # type: ignore[no-untyped-def]
+    """A Redis of this test's own, to kill and restart: ``aof-always`` unless the
+    test parametrizes it indirectly (``rdb``, ``aof-always``, ``aof-everysec``)."""
+    from .redis_servers import start_server
+
+    server = start_server(getattr(request, "param", "aof-always"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def killable_cluster():  # type: ignore[no-untyped-def]
+    """A 3-node Redis Cluster of this test's own (``appendfsync always``), so a
+    node can be killed without disturbing the session's cluster."""
+    from .redis_servers import start_cluster
+
+    cluster = start_cluster(appendfsync="always")
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture(params=["single", "cluster"])
 def buffer(request, settings):  # type: ignore[no-untyped-def]
     """``PROJECT_STATS["BUFFER"]`` on (one Redis, then the cluster); its keys deleted after."""

@@ -1,5 +1,6 @@
-"""Real Redis servers for the buffer tests: the one at 127.0.0.1:6379 and a
-3-node Redis Cluster started here on free loopback ports.
+"""Real Redis servers for the buffer tests: the one at 127.0.0.1:6379, a
+3-node Redis Cluster and standalone servers started here on free loopback
+ports (the latter two can be killed and restarted).
 
 Tests skip, saying why, when ``redis-server`` is missing or the server does
 not answer, unless ``REQUIRE_REDIS=1`` makes that a failure (as in CI).
@@ -67,6 +68,9 @@ class Cluster:
     directory: Path
     ports: list[int]
     processes: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # "always": every write acknowledged is on disk, so a node killed with
+    # SIGKILL comes back with all of it.
+    appendfsync: str = "everysec"
 
     @property
     def url(self) -> str:
@@ -92,6 +96,8 @@ class Cluster:
                 "2000",
                 "--appendonly",
                 "yes",
+                "--appendfsync",
+                self.appendfsync,
                 "--save",
                 "",
                 "--protected-mode",
@@ -101,6 +107,12 @@ class Cluster:
             stderr=subprocess.DEVNULL,
         )
         _wait(lambda: self.command(port, "PING") == "PONG", f"redis-server on {port}")
+
+    def kill_node(self, port: int) -> None:
+        """A crash (SIGKILL): only what the append-only file already holds survives."""
+        process = self.processes.pop(port)
+        process.kill()
+        process.wait(timeout=20)
 
     def stop_node(self, port: int) -> None:
         """A clean shutdown (SIGTERM): the append-only file is written out."""
@@ -133,11 +145,11 @@ class Cluster:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def start_cluster() -> Cluster:
+def start_cluster(appendfsync: str = "everysec") -> Cluster:
     for tool in ("redis-server", "redis-cli"):
         if shutil.which(tool) is None:
             unavailable(f"{tool} is not installed (apt-get install redis-server)")
-    cluster = Cluster(Path(tempfile.mkdtemp(prefix="ps-cluster-")), [])
+    cluster = Cluster(Path(tempfile.mkdtemp(prefix="ps-cluster-")), [], appendfsync=appendfsync)
     try:
         cluster.ports = [_free_port() for _ in range(3)]
         for port in cluster.ports:
@@ -161,6 +173,157 @@ def start_cluster() -> Cluster:
         cluster.stop()
         raise
     return cluster
+
+
+PERSISTENCE = ("rdb", "aof-always", "aof-everysec")
+"""Modes of a :class:`RedisServer`: snapshots taken only by :meth:`RedisServer.save`,
+or an append-only file synced after every write or once a second."""
+
+_PERSISTENCE_ARGS = {
+    "rdb": ["--appendonly", "no"],
+    "aof-always": ["--appendonly", "yes", "--appendfsync", "always"],
+    "aof-everysec": ["--appendonly", "yes", "--appendfsync", "everysec"],
+}
+
+# What a server keeps on disk, under its data directory.
+_PERSISTED = ("dump.rdb", "appendonlydir")
+
+
+class RedisServer:
+    """One ``redis-server`` on a free loopback port, its files in a directory of its own.
+
+    It keeps its port and directory across :meth:`kill` and :meth:`start`, so
+    a restart reloads what it had persisted. Never any automatic snapshot:
+    in ``rdb`` mode the test takes one with :meth:`save`.
+    """
+
+    def __init__(self, persistence: str = "aof-always") -> None:
+        if persistence not in _PERSISTENCE_ARGS:
+            raise ValueError(f"persistence must be one of {PERSISTENCE}, not {persistence!r}")
+        if shutil.which("redis-server") is None:
+            unavailable("redis-server is not installed (apt-get install redis-server)")
+        self.persistence = persistence
+        self.directory = Path(tempfile.mkdtemp(prefix="ps-redis-"))
+        self.data = self.directory / "data"
+        self.data.mkdir()
+        self.port = _free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self._copies = 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def client(self) -> Any:
+        """A fresh redis-py client (the caller closes it)."""
+        import redis
+
+        return redis.Redis.from_url(self.url, socket_timeout=20, socket_connect_timeout=20)
+
+    def command(self, *args: Any) -> Any:
+        client = self.client()
+        try:
+            return client.execute_command(*args)
+        finally:
+            client.close()
+
+    def start(self) -> None:
+        """Start on the same port and directory; returns once it answers PING
+        (after loading its files)."""
+        if self.running:
+            raise RuntimeError("the server is already running")
+        self.process = subprocess.Popen(  # noqa: S603
+            [
+                shutil.which("redis-server") or "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.data),
+                "--save",
+                "",
+                "--protected-mode",
+                "no",
+                "--logfile",
+                str(self.directory / "redis.log"),
+                *_PERSISTENCE_ARGS[self.persistence],
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        # PING answers LOADING errors while the files load: wait for PONG.
+        _wait(lambda: self.command("PING") in (True, b"PONG"), f"redis-server on {self.port}", 60)
+
+    def kill(self) -> None:
+        """SIGKILL: what it had not yet written to its files is lost."""
+        if self.process is None:
+            return
+        self.process.kill()
+        self.process.wait(timeout=30)
+        self.process = None
+
+    def restart(self) -> None:
+        """Kill (if running), then start again: it reloads its files."""
+        self.kill()
+        self.start()
+
+    def save(self) -> None:
+        """Take an RDB snapshot now (SAVE), written to ``dump.rdb``."""
+        self.command("SAVE")
+
+    def snapshot_files(self) -> Path:
+        """Copy the persistence files aside (the server may be running); returns the copy.
+
+        An append-only file fsynced on every write is consistent at any moment;
+        ``dump.rdb`` is replaced atomically by Redis.
+        """
+        self._copies += 1
+        copy = self.directory / f"copy-{self._copies}"
+        copy.mkdir()
+        for name in _PERSISTED:
+            source = self.data / name
+            if source.is_dir():
+                shutil.copytree(source, copy / name)
+            elif source.exists():
+                shutil.copy2(source, copy / name)
+        return copy
+
+    def restore_files(self, copy: Path) -> None:
+        """Put the files of ``copy`` back in place of the current ones (server down):
+        the next :meth:`start` comes back as Redis was when they were copied."""
+        if self.running:
+            raise RuntimeError("restore_files needs the server down (kill it first)")
+        for name in _PERSISTED:
+            target = self.data / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+            source = copy / name
+            if source.is_dir():
+                shutil.copytree(source, target)
+            elif source.exists():
+                shutil.copy2(source, target)
+
+    def stop(self) -> None:
+        """Kill the server and delete its directory."""
+        self.kill()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def start_server(persistence: str = "aof-always") -> RedisServer:
+    server = RedisServer(persistence)
+    try:
+        server.start()
+    except BaseException:
+        server.stop()
+        raise
+    return server
 
 
 def check_single() -> None:
