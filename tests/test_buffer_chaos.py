@@ -253,6 +253,13 @@ def run_chaos(project_stats: dict[str, Any], fault: Fault, proxy: TcpProxy | Non
         *(f"DOUBLED {line}" for line in extra),
         *(f"WENT DOWN {line}" for line in went_down),
         *(f"ABOVE FINAL {line}" for line in above),
+        # Anything but BufferUnavailable from the package is a bug (a 500 in a view).
+        *(
+            f"UNEXPECTED {k}: {n}"
+            for k, n in sorted({**calls, **reads}.items())
+            if k.startswith("unexpected")
+        ),
+        *([f"FLUSH ERRORS {flush_counts[FLUSH_ERRORS]}"] if flush_counts[FLUSH_ERRORS] else []),
     ]
     if problems:
         # The figures and the first problems, without a page of source.

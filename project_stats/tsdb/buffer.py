@@ -397,19 +397,26 @@ def _per_node(config: dict[str, Any], source: str, calls: Sequence[Call]) -> lis
         ClusterDownError,
         MovedError,
         NoScriptError,
+        RedisClusterException,
         RedisError,
         ResponseError,
         TryAgainError,
     )
 
-    client = _client(config)
+    # Cluster clients raise RedisClusterException (not a RedisError) when no
+    # node answers, from their construction on.
+    failures = (RedisError, RedisClusterException)
+    try:
+        client = _client(config)
+    except failures as error:
+        return [_unavailable(error, sent=False) for _ in calls]
     groups: dict[int, tuple[Any, list[int]]] = {}
     if config["CLUSTER"]:
         for index, (_, keys, _args) in enumerate(calls):
             try:
                 node = client.get_node_from_key(keys[0])
                 node_client = client.get_redis_connection(node)
-            except RedisError as error:
+            except failures as error:
                 logger.debug("No node for %s: %r", keys[0], error)
                 node_client = None
             groups.setdefault(id(node_client), (node_client, []))[1].append(index)
@@ -428,7 +435,7 @@ def _per_node(config: dict[str, Any], source: str, calls: Sequence[Call]) -> lis
                 # Connected (and checked) before anything is sent: a failure
                 # here certainly ran nothing.
                 connection = node_client.connection_pool.get_connection()
-            except RedisError as error:
+            except failures as error:
                 for index in todo:
                     replies[index] = _unavailable(error, sent=False)
                 break
@@ -439,7 +446,7 @@ def _per_node(config: dict[str, Any], source: str, calls: Sequence[Call]) -> lis
                     _, keys, args = calls[index]
                     pipe.evalsha(_SHA[source], len(keys), *keys, *args)
                 results = pipe.execute(raise_on_error=False)
-            except RedisError as error:
+            except failures as error:
                 for index in todo:
                     replies[index] = _unavailable(error, sent=True)
                 break
@@ -455,7 +462,7 @@ def _per_node(config: dict[str, Any], source: str, calls: Sequence[Call]) -> lis
             # NOSCRIPT: the script did not run; load it and run those again.
             try:
                 node_client.script_load(source)
-            except RedisError as error:
+            except failures as error:
                 for index in missing:
                     replies[index] = _unavailable(error, sent=False)
                 break
@@ -472,7 +479,7 @@ def _per_node(config: dict[str, Any], source: str, calls: Sequence[Call]) -> lis
                 _, keys, args = calls[index]
                 try:
                     replies[index] = _eval(client, source, keys, args)
-                except RedisError as error:
+                except failures as error:
                     replies[index] = _unavailable(error, sent=True)
             elif isinstance(reply, MovedError | AskError | TryAgainError | ClusterDownError):
                 replies[index] = _unavailable(reply, sent=False)
