@@ -51,6 +51,9 @@ BUFFER_DEFAULTS: dict[str, Any] = {
     # Rows one flush transaction applies at most; a buffered batch is closed
     # when it holds this many.
     "FLUSH_MAX_ROWS": 50_000,
+    # Shards a flusher claims at a time: several flushers share the shards
+    # and apply them in parallel.
+    "CLAIM_SHARDS": 8,
 }
 
 

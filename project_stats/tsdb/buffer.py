@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -76,12 +77,14 @@ __all__ = [
     "BufferUnavailable",
     "FlushIncomplete",
     "FlushResult",
+    "ShardStats",
     "crash_hook",
     "enabled",
     "environment_seen",
     "flush",
     "pending_batch_ids",
     "read",
+    "shard_stats",
     "write",
 ]
 
@@ -242,9 +245,30 @@ _HLEN = """
 return redis.call('HLEN', KEYS[1])
 """
 
+# KEYS: lease, flushed. ARGV: token, then what this flush did to the shard
+# (when, seconds, rows), kept for ``project_stats_flush --stats``.
 _RELEASE = """
+redis.call('HSET', KEYS[2], 'at', ARGV[2], 'seconds', ARGV[3], 'rows', ARGV[4])
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
+"""
+
+# KEYS: live, batches, flushed. ARGV: batch key prefix. Returns {fields
+# live, its first write (ms) or false, {id, claim time, fields, ...}, the
+# last flush's {at, seconds, rows} or {}}.
+_STATS = """
+local claimed = {}
+for _, pair in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')) do
+  claimed[#claimed + 1] = pair
+end
+local batches = {}
+for i = 1, #claimed, 2 do
+  batches[#batches + 1] = claimed[i]
+  batches[#batches + 1] = claimed[i + 1]
+  batches[#batches + 1] = redis.call('HLEN', ARGV[1] .. claimed[i])
+end
+return {redis.call('HLEN', KEYS[1]), redis.call('HGET', KEYS[1], '~t'), batches,
+  redis.call('HMGET', KEYS[3], 'at', 'seconds', 'rows')}
 """
 
 # KEYS: live, batches. ARGV: batch key prefix, then the fields wanted.
@@ -314,7 +338,7 @@ return result
 
 _SHA = {
     source: hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
-    for source in (_WRITE, _UNDO, _BEGIN, _ACK, _HGETALL, _HLEN, _RELEASE, _FIELDS, _READ)
+    for source in (_WRITE, _UNDO, _BEGIN, _ACK, _HGETALL, _HLEN, _RELEASE, _STATS, _FIELDS, _READ)
 }
 
 
@@ -800,18 +824,37 @@ def flush(shards: Iterable[int] | None = None) -> FlushResult:
 
 
 def _flush(shards: Iterable[int] | None) -> tuple[FlushResult, set[int]]:
-    """:func:`flush` without the raise; also the busy shards' numbers."""
+    """:func:`flush` without the raise; also the busy shards' numbers.
+
+    Shards are claimed ``CLAIM_SHARDS`` at a time, from a random place in
+    their order: several flushers then work on different shards at once,
+    each claim applied in its own transactions, and a flusher's memory is
+    bounded by one claim's transaction (``FLUSH_MAX_ROWS``).
+    """
     config = _config()
     result = FlushResult()
+    chosen = list(range(int(config["SHARDS"])) if shards is None else sorted(set(shards)))
+    if chosen:
+        start = random.randrange(len(chosen))  # noqa: S311 - spreading work, not a secret
+        chosen = chosen[start:] + chosen[:start]
+    size = int(config["CLAIM_SHARDS"])
+    busy: set[int] = set()
+    for offset in range(0, len(chosen), size):
+        busy |= _flush_claim(config, chosen[offset : offset + size], result)
+    result.busy = len(busy)
+    return result, busy
+
+
+def _flush_claim(config: dict[str, Any], shards: Sequence[int], result: FlushResult) -> set[int]:
+    """Claim ``shards``, apply their batches, release them; the busy ones."""
     token = uuid.uuid4().hex
     lease_ms = int(float(config["LEASE_SECONDS"]) * 1000)
-    now = _now_ms()
-    chosen = range(int(config["SHARDS"])) if shards is None else sorted(set(shards))
+    started = time.monotonic()
     begins: list[Call] = []
-    for shard in chosen:
+    for shard in shards:
         tag = _tag(config, shard)
         keys = [f"{tag}:lease", f"{tag}:live", f"{tag}:batches"]
-        begins.append((shard, keys, [token, lease_ms, now, f"{tag}:batch:"]))
+        begins.append((shard, keys, [token, lease_ms, _now_ms(), f"{tag}:batch:"]))
     # 1. Claim: per shard, take the lease and rename live to a new batch.
     claimed: dict[int, list[str]] = {}
     busy: set[int] = set()
@@ -822,16 +865,80 @@ def _flush(shards: Iterable[int] | None) -> tuple[FlushResult, set[int]]:
             busy.add(shard)
         elif reply:
             claimed[shard] = [raw.decode() for raw in reply]
-    result.busy = len(busy)
     if claimed:
+        rows_before = result.rows
         try:
             _reached("claimed")
             _apply(config, claimed, token, lease_ms, result)
         finally:
             # 5. Release the leases still ours (a dead flusher's expire).
-            releases = [(shard, [f"{_tag(config, shard)}:lease"], [token]) for shard in claimed]
+            seconds = f"{time.monotonic() - started:.3f}"
+            rows = result.rows - rows_before
+            releases = [
+                (
+                    shard,
+                    [f"{_tag(config, shard)}:lease", f"{_tag(config, shard)}:flushed"],
+                    [token, _now_ms(), seconds, rows],
+                )
+                for shard in claimed
+            ]
             _per_node(config, _RELEASE, releases)
-    return result, busy
+    return busy
+
+
+@dataclass
+class ShardStats:
+    """The state of one shard of the buffer (``project_stats_flush --stats``).
+
+    ``fields``: hash fields buffered (live and claimed; about one per series
+    and bucket); ``batches``: claimed batches waiting to be applied;
+    ``oldest``: age in seconds of its oldest buffered delta (None: nothing
+    buffered); ``flushed_at``/``flush_seconds``/``flush_rows``: its last
+    flush (by the claim it was part of), None if Redis holds none.
+    """
+
+    shard: int
+    fields: int
+    batches: int
+    oldest: float | None
+    flushed_at: float | None
+    flush_seconds: float | None
+    flush_rows: int | None
+
+
+def shard_stats() -> list[ShardStats]:
+    """Every shard's :class:`ShardStats` (one round trip per Redis node)."""
+    config = _config()
+    calls: list[Call] = []
+    for shard in range(int(config["SHARDS"])):
+        tag = _tag(config, shard)
+        calls.append(
+            (shard, [f"{tag}:live", f"{tag}:batches", f"{tag}:flushed"], [f"{tag}:batch:"])
+        )
+    now = time.time()
+    stats: list[ShardStats] = []
+    for (shard, _, _), reply in zip(calls, _per_node(config, _STATS, calls), strict=True):
+        if isinstance(reply, Exception):
+            raise reply if isinstance(reply, BufferUnavailable) else _unavailable(reply, sent=False)
+        live_fields, first_ms, claimed, flushed = reply
+        times = [int(first_ms)] if first_ms is not None else []
+        fields = int(live_fields)
+        for position in range(0, len(claimed), 3):
+            times.append(int(float(claimed[position + 1])))
+            fields += int(claimed[position + 2])
+        at, seconds, rows = flushed
+        stats.append(
+            ShardStats(
+                shard=shard,
+                fields=fields,
+                batches=len(claimed) // 3,
+                oldest=max(0.0, now - min(times) / 1000) if times else None,
+                flushed_at=int(at) / 1000 if at is not None else None,
+                flush_seconds=float(seconds) if seconds is not None else None,
+                flush_rows=int(rows) if rows is not None else None,
+            )
+        )
+    return stats
 
 
 def flush_projects(project_ids: Iterable[int], *, wait: float) -> FlushResult:
