@@ -48,6 +48,9 @@ BUFFER_DEFAULTS: dict[str, Any] = {
     "LEASE_SECONDS": 60.0,
     # Seconds applied batch ids are kept (project_stats_prune deletes older ones).
     "KEEP_APPLIED_SECONDS": 7 * 86400,
+    # Rows one flush transaction applies at most; a buffered batch is closed
+    # when it holds this many.
+    "FLUSH_MAX_ROWS": 50_000,
 }
 
 
