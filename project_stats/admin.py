@@ -252,6 +252,59 @@ class ApiTokenForm(forms.ModelForm):
     # Who is asking, set per request by ApiTokenAdmin.get_form.
     issued_by: Any = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # What the token held before this change: giving it more is issuing.
+        self._held: tuple[set[str], datetime | None] = (
+            set(self.instance.scopes or ()),
+            self.instance.expires_at,
+        )
+
+    def clean(self) -> dict[str, Any] | None:
+        cleaned = super().clean()
+        if self.instance.pk is not None and cleaned is not None:
+            self._check_more(cleaned)
+        return cleaned
+
+    def _check_more(self, cleaned: dict[str, Any]) -> None:
+        """Refuse a change giving the token more than the one asking could issue.
+
+        Wider scopes, a later expiry or none: the owner must still be
+        active, and only the owner or a superuser gives (``check_token_owner``,
+        the rule of issuing). Bringing an expired token back is a superuser's
+        act alone: others issue a new token, which shows its secret once.
+        """
+        held_scopes, held_expiry = self._held
+        widened = "scopes" in cleaned and not set(cleaned["scopes"]) <= held_scopes
+        extended = (
+            "expires_at" in cleaned
+            and held_expiry is not None
+            and (cleaned["expires_at"] is None or cleaned["expires_at"] > held_expiry)
+        )
+        if not (widened or extended):
+            return
+        try:
+            check_token_owner(self.instance.user, issued_by=self.issued_by)
+        except ValueError as error:
+            if widened:
+                self.add_error("scopes", f"Scopes cannot be added to this token. {error}")
+            if extended:
+                self.add_error("expires_at", f"This token's expiry cannot be extended. {error}")
+            return
+        asking = self.issued_by
+        if (
+            extended
+            and held_expiry is not None
+            and held_expiry <= timezone.now()
+            and asking is not None
+            and not getattr(asking, "is_superuser", False)
+        ):
+            self.add_error(
+                "expires_at",
+                "This token's expiry cannot be extended. Only superusers may extend an "
+                "expired token; issue a new token instead.",
+            )
+
     def clean_user(self) -> Any:
         user = self.cleaned_data.get("user")
         if self.instance.pk is None and user is not None:
@@ -399,10 +452,33 @@ class ApiTokenAdmin(AutocompleteIfSearchable, admin.ModelAdmin):
     def get_search_fields(self, request: HttpRequest) -> list[str]:
         return [*super().get_search_fields(request), _username_lookup("user")]
 
+    # Others' tokens are read-only to a staff user who is not a superuser:
+    # listed and viewable (who holds which scopes, last use), never changed,
+    # revoked or deleted, since a token acts with all of its owner's rights.
+    def _may_alter(self, request: HttpRequest, obj: ApiToken | None) -> bool:
+        return obj is None or _is_superuser(request) or obj.user_id == request.user.pk
+
+    def has_change_permission(self, request: HttpRequest, obj: ApiToken | None = None) -> bool:
+        return super().has_change_permission(request, obj) and self._may_alter(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: ApiToken | None = None) -> bool:
+        return super().has_delete_permission(request, obj) and self._may_alter(request, obj)
+
     @admin.action(description="Revoke selected tokens", permissions=["change"])
     def revoke_selected(self, request: HttpRequest, queryset: ApiTokenQuerySet) -> None:
+        others = 0
+        if not _is_superuser(request):
+            others = queryset.exclude(user=request.user.pk).count()
+            queryset = queryset.filter(user=request.user.pk)
         revoked = queryset.revoke()
         self.message_user(request, f"Revoked {revoked} token(s).", messages.SUCCESS)
+        if others:
+            self.message_user(
+                request,
+                f"{others} token(s) of other users left as they were: "
+                "only superusers revoke other users' tokens.",
+                messages.WARNING,
+            )
 
     def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
         if not change:

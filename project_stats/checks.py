@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -257,8 +258,58 @@ _BUFFER_HINT = 'e.g. "BUFFER": {"URL": "redis://127.0.0.1:6379/0"}, or None for 
 _URL_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
-def _positive_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+# The buffer's durations in seconds: (least, most, why these bounds). Each
+# value is used as a finite number (a Redis expiry in milliseconds, a socket
+# timeout, a cutoff date), so infinities and NaN fail at run time.
+_DURATIONS: dict[str, tuple[float, float, str]] = {
+    # 0 is excluded (see _duration_errors). Python's sockets overflow past
+    # about 9.2e9 s; no request should wait on Redis for more than an hour.
+    "SOCKET_TIMEOUT": (
+        0,
+        3600,
+        "a request waits this long on Redis at worst",
+    ),
+    # The lease is set with PX in whole milliseconds (Redis refuses PX 0),
+    # and it must outlive a flush's round trips (Redis, the database
+    # transaction, Redis again): one that runs out mid-flush lets a second
+    # flusher redo the work. A day at most: a flusher that dies holds its
+    # shards until its lease runs out.
+    "LEASE_SECONDS": (
+        1,
+        86400,
+        "a flush must finish within its lease, and a dead flusher holds its shards this long",
+    ),
+    # Applied batch ids are how a batch Redis hands back again (an
+    # acknowledgement that did not reach it, a restart from an older
+    # snapshot) is known as counted: forgotten sooner than an hour, such a
+    # batch could be added twice. A century at most keeps the cutoff a date.
+    "KEEP_APPLIED_SECONDS": (
+        3600,
+        100 * 31_557_600,
+        "applied batch ids must outlast any batch Redis can give back again",
+    ),
+}
+
+
+def _duration_errors(name: str, value: Any) -> list[CheckMessage]:
+    least, most, why = _DURATIONS[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        problem = f"a number of seconds, got {value!r}"
+    elif not math.isfinite(value):
+        problem = f"a finite number of seconds, got {value!r}"
+    elif least == 0 and not 0 < value <= most:
+        problem = f"more than 0 and at most {most} seconds, got {value!r} ({why})"
+    elif least > 0 and not least <= value <= most:
+        problem = f"from {least} to {most} seconds, got {value!r} ({why})"
+    else:
+        return []
+    return [
+        Error(
+            f"PROJECT_STATS['BUFFER']['{name}'] must be {problem}.",
+            hint=f"The default is {BUFFER_DEFAULTS[name]}.",
+            id="project_stats.E018",
+        )
+    ]
 
 
 @register()
@@ -341,14 +392,20 @@ def check_buffer(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                     id="project_stats.E017",
                 )
             )
-    for name in ("SOCKET_TIMEOUT", "LEASE_SECONDS", "KEEP_APPLIED_SECONDS"):
-        if not _positive_number(config[name]):
+    for name in _DURATIONS:
+        errors += _duration_errors(name, config[name])
+    for name, meaning in (
+        ("FLUSH_MAX_ROWS", "rows per flush transaction"),
+        ("CLAIM_SHARDS", "shards a flusher claims at a time"),
+    ):
+        value = config[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             errors.append(
                 Error(
-                    f"PROJECT_STATS['BUFFER']['{name}'] must be a positive number of seconds, "
-                    f"got {config[name]!r}.",
+                    f"PROJECT_STATS['BUFFER']['{name}'] must be a positive integer "
+                    f"({meaning}), got {value!r}.",
                     hint=f"The default is {BUFFER_DEFAULTS[name]}.",
-                    id="project_stats.E018",
+                    id="project_stats.E023",
                 )
             )
     return errors

@@ -9,13 +9,14 @@ from django.contrib.admin.models import LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.db import connection
+from django.forms import modelform_factory
 from django.test import Client, RequestFactory
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import escape
 
 from project_stats import tokens
-from project_stats.admin import ApiTokenAdmin
+from project_stats.admin import ApiTokenAdmin, ApiTokenForm
 from project_stats.models import ApiToken, Project
 
 from .conftest import access_url, bearer
@@ -294,3 +295,199 @@ def test_status_filter(admin_client: Client) -> None:
     for status, expected in (("active", active), ("expired", expired), ("revoked", revoked)):
         response = admin_client.get(reverse(CHANGELIST), {"status": status})
         assert list(response.context["cl"].result_list) == [expected]
+
+
+# Changing a token: the owner rule of issuing applies to every change that
+# gives a token more (scopes, time), and others' tokens are read-only to
+# staff users who are not superusers.
+
+
+def change_form(token: ApiToken, /, **overrides: Any) -> dict[str, Any]:
+    # The admin reads and writes times in the site's zone.
+    expires = timezone.localtime(token.expires_at) if token.expires_at else None
+    data: dict[str, Any] = {
+        "name": token.name,
+        "scopes": list(token.scopes),
+        "expires_at_0": expires.strftime("%Y-%m-%d") if expires else "",
+        "expires_at_1": expires.strftime("%H:%M:%S") if expires else "",
+        "_save": "Save",
+    }
+    data.update(overrides)
+    return data
+
+
+def later(days: int = 30) -> dict[str, str]:
+    when = timezone.localtime() + timedelta(days=days)
+    return {"expires_at_0": when.strftime("%Y-%m-%d"), "expires_at_1": when.strftime("%H:%M:%S")}
+
+
+def expired_token(user: Any, scopes: list[str]) -> ApiToken:
+    token = ApiTokenFactory(
+        user=user, scopes=scopes, expires_at=timezone.now() + timedelta(hours=1)
+    )
+    ApiToken.objects.filter(pk=token.pk).update(expires_at=timezone.now() - timedelta(days=1))
+    token.refresh_from_db()
+    return token
+
+
+def unchanged(token: ApiToken) -> bool:
+    stored = ApiToken.objects.get(pk=token.pk)
+    return (stored.name, stored.scopes, stored.expires_at, stored.revoked_at) == (
+        token.name,
+        token.scopes,
+        token.expires_at,
+        token.revoked_at,
+    )
+
+
+def test_a_staff_user_cannot_rearm_or_widen_a_superusers_token(project: Project) -> None:
+    client, _ = staff_client("change_apitoken")
+    superuser = UserFactory(is_staff=True, is_superuser=True)
+    token = expired_token(superuser, ["project:read"])
+    url = access_url(project.organization.slug, project.slug)
+    assert Client().get(url, **bearer(token)).status_code == 401
+
+    page = client.get(reverse(CHANGE, args=[token.pk]))
+    assert page.status_code == 200  # visible, read-only: no inputs, no save button
+    html = page.content.decode()
+    assert token.prefix in html
+    assert 'name="scopes"' not in html and 'name="expires_at_0"' not in html
+    assert 'name="_save"' not in html
+    response = client.post(
+        reverse(CHANGE, args=[token.pk]),
+        change_form(token, scopes=["org:read", "project:admin"], **later()),
+    )
+    assert response.status_code == 403
+    assert unchanged(token)
+    assert Client().get(url, **bearer(token)).status_code == 401
+
+
+def test_a_staff_user_revokes_and_deletes_only_their_own_tokens() -> None:
+    client, staff = staff_client("change_apitoken", "delete_apitoken")
+    own = ApiTokenFactory(user=staff)
+    others = ApiTokenFactory(user=UserFactory(is_staff=True, is_superuser=True))
+    response = client.post(
+        reverse(CHANGELIST),
+        {"action": "revoke_selected", "_selected_action": [own.pk, others.pk]},
+        follow=True,
+    )
+    html = response.content.decode()
+    assert "Revoked 1 token(s)." in html
+    assert "1 token(s) of other users left as they were" in html
+    own.refresh_from_db()
+    assert own.revoked_at is not None
+    assert unchanged(others)
+    delete = reverse("admin:project_stats_apitoken_delete", args=[others.pk])
+    assert client.get(delete).status_code == 403
+    assert client.post(delete, {"post": "yes"}).status_code == 403
+    response = client.post(
+        reverse(CHANGELIST),
+        {"action": "delete_selected", "_selected_action": [others.pk], "post": "yes"},
+    )
+    assert response.status_code == 403
+    assert ApiToken.objects.filter(pk=others.pk).exists()
+    own_delete = reverse("admin:project_stats_apitoken_delete", args=[own.pk])
+    assert client.post(own_delete, {"post": "yes"}).status_code == 302
+    assert not ApiToken.objects.filter(pk=own.pk).exists()
+
+
+def test_a_staff_user_edits_their_own_token_but_never_rearms_it_once_expired(
+    project: Project,
+) -> None:
+    client, staff = staff_client("change_apitoken")
+    OrganizationMemberFactory(organization=project.organization, user=staff)
+    live = ApiTokenFactory(
+        user=staff, scopes=["org:read"], expires_at=timezone.now() + timedelta(1)
+    )
+    response = client.post(
+        reverse(CHANGE, args=[live.pk]),
+        change_form(live, name="wider", scopes=["org:read", "project:read"], **later()),
+    )
+    assert response.status_code == 302  # what they could issue themselves anyway
+    live.refresh_from_db()
+    assert (live.name, live.scopes) == ("wider", ["org:read", "project:read"])
+    assert live.expires_at is not None and live.expires_at > timezone.now() + timedelta(days=29)
+
+    token = expired_token(staff, ["project:read"])
+    for overrides in (later(), {"expires_at_0": "", "expires_at_1": ""}):
+        response = client.post(reverse(CHANGE, args=[token.pk]), change_form(token, **overrides))
+        assert response.status_code == 200
+        assert "Only superusers may extend an expired token" in response.content.decode()
+        assert unchanged(token)
+    url = access_url(project.organization.slug, project.slug)
+    assert Client().get(url, **bearer(token)).status_code == 401
+    # Narrowing it, or renaming it, is still theirs to do.
+    response = client.post(
+        reverse(CHANGE, args=[token.pk]), change_form(token, name="old", scopes=["org:read"])
+    )
+    assert response.status_code == 302
+    token.refresh_from_db()
+    assert (token.name, token.scopes) == ("old", ["org:read"])
+
+
+def test_a_superuser_rearms_an_expired_token_of_an_active_user(
+    admin_client: Client, project: Project
+) -> None:
+    member = OrganizationMemberFactory(organization=project.organization).user
+    token = expired_token(member, ["project:read"])
+    response = admin_client.post(reverse(CHANGE, args=[token.pk]), change_form(token, **later()))
+    assert response.status_code == 302
+    url = access_url(project.organization.slug, project.slug)
+    assert Client().get(url, **bearer(token)).status_code == 200
+
+
+def test_nobody_widens_or_extends_the_token_of_an_inactive_user(admin_client: Client) -> None:
+    owner = UserFactory()
+    token = ApiTokenFactory(
+        user=owner, scopes=["org:read", "project:read"], expires_at=timezone.now() + timedelta(1)
+    )
+    owner.is_active = False
+    owner.save()
+    url = reverse(CHANGE, args=[token.pk])
+    for overrides, error in (
+        ({"scopes": ["org:read", "project:admin"]}, "Scopes cannot be added to this token."),
+        (later(), "This token&#x27;s expiry cannot be extended."),
+        ({"expires_at_0": "", "expires_at_1": ""}, "This token&#x27;s expiry cannot be extended."),
+    ):
+        response = admin_client.post(url, change_form(token, **overrides))
+        assert response.status_code == 200
+        html = response.content.decode()
+        assert error in html
+        assert escape(f"User {owner.username!r} is inactive.") in html
+        assert unchanged(token)
+    # Narrowing takes nothing from anyone.
+    response = admin_client.post(url, change_form(token, scopes=["org:read"], **later(-1)))
+    assert response.status_code == 302
+    token.refresh_from_db()
+    assert token.scopes == ["org:read"] and token.is_expired()
+
+
+def test_the_change_form_applies_the_owner_rule_whatever_the_permissions() -> None:
+    # Should has_change_permission ever let a staff user in, the form still refuses.
+    staff = UserFactory(is_staff=True)
+    token = ApiTokenFactory(
+        user=UserFactory(is_superuser=True),
+        scopes=["project:read"],
+        expires_at=timezone.now() + timedelta(days=1),
+    )
+    form_class = modelform_factory(
+        ApiToken, form=ApiTokenForm, fields=["name", "scopes", "expires_at"]
+    )
+    form_class.issued_by = staff  # as ApiTokenAdmin.get_form sets it
+
+    def data(**overrides: Any) -> dict[str, Any]:
+        # This form's expiry is one input, not the admin's date and time pair.
+        fields = change_form(token, **overrides)
+        fields["expires_at"] = f"{fields.pop('expires_at_0')} {fields.pop('expires_at_1')}"
+        return fields
+
+    rule = "Only superusers may issue tokens for other users."
+    form = form_class(data=data(scopes=["project:admin"]), instance=token)
+    assert not form.is_valid()
+    assert form.errors == {"scopes": [f"Scopes cannot be added to this token. {rule}"]}
+    form = form_class(data=data(**later()), instance=token)
+    assert not form.is_valid()
+    assert form.errors == {"expires_at": [f"This token's expiry cannot be extended. {rule}"]}
+    # Taking away is not giving: the view alone refuses such a change (403 above).
+    form = form_class(data=data(name="renamed", **later(-1)), instance=token)
+    assert form.is_valid()

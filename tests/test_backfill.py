@@ -6,7 +6,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import DataError, connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -307,6 +307,28 @@ def test_bad_input_raises_and_writes_nothing(project: Project, kwargs: dict) -> 
     before = all_rows()
     with pytest.raises(ValueError):
         tsdb.backfill(**{"now": NOW, **kwargs})
+    assert all_rows() == before
+
+
+def test_a_source_sum_past_the_largest_bigint_raises_and_writes_nothing(
+    project: Project, other_project: Project
+) -> None:
+    # Two ten-second buckets of one hour whose sum does not fit a bigint; the
+    # other project's hour (earlier in the same chunk) must not be written either.
+    tsdb.incr(other_project, "received", timestamp=H11, count=3, rollups=[10])
+    for minute in (1, 2):
+        tsdb.incr(
+            project,
+            "received",
+            timestamp=H11 + timedelta(minutes=minute),
+            count=2**62,
+            rollups=[10],
+        )
+    before = all_rows()
+    for dry_run in (True, False):
+        # (A savepoint: on PostgreSQL the test's transaction outlives the error.)
+        with pytest.raises(DataError, match="out of range"), transaction.atomic():
+            tsdb.backfill([3600], since=H11, until=H12, now=NOW, dry_run=dry_run)
     assert all_rows() == before
 
 

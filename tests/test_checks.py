@@ -12,6 +12,8 @@ from django.core.management.base import SystemCheckError
 from django.db import connection
 
 from project_stats.checks import (
+    _DURATIONS,
+    check_buffer,
     check_database,
     check_digits_only_slugs,
     check_settings,
@@ -259,6 +261,97 @@ def test_bad_buffer_settings_are_reported(settings, value, expected: str) -> Non
 
     settings.PROJECT_STATS = {"BUFFER": value}
     assert expected in [m.id for m in check_buffer()]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "problem"),
+    [
+        # Each of these passed the check and then failed at run time.
+        ("LEASE_SECONDS", 0.0001, "from 1 to 86400 seconds"),  # PX 0: Redis refuses it
+        ("LEASE_SECONDS", float("inf"), "finite"),  # OverflowError in the flush
+        ("KEEP_APPLIED_SECONDS", float("inf"), "finite"),  # OverflowError in the prune
+        ("SOCKET_TIMEOUT", float("inf"), "finite"),  # OverflowError in the socket
+        ("LEASE_SECONDS", float("nan"), "finite"),
+        ("LEASE_SECONDS", 0.999, "from 1 to 86400 seconds"),
+        ("LEASE_SECONDS", 86401, "from 1 to 86400 seconds"),
+        ("KEEP_APPLIED_SECONDS", 60, "from 3600 to 3155760000 seconds"),
+        ("KEEP_APPLIED_SECONDS", 10**12, "from 3600 to 3155760000 seconds"),
+        ("SOCKET_TIMEOUT", 10**10, "more than 0 and at most 3600 seconds"),
+        ("SOCKET_TIMEOUT", -1.0, "more than 0 and at most 3600 seconds"),
+        ("SOCKET_TIMEOUT", True, "a number of seconds"),
+        ("KEEP_APPLIED_SECONDS", "7d", "a number of seconds"),
+    ],
+)
+def test_buffer_durations_must_be_finite_and_within_bounds(  # type: ignore[no-untyped-def]
+    settings, name: str, value: object, problem: str
+) -> None:
+    from project_stats.checks import check_buffer
+
+    settings.PROJECT_STATS = {"BUFFER": {**GOOD_BUFFER, name: value}}
+    [error] = check_buffer()
+    assert error.id == "project_stats.E018"
+    assert error.msg.startswith(f"PROJECT_STATS['BUFFER']['{name}'] must be")
+    assert problem in error.msg
+    assert repr(value) in error.msg
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("LEASE_SECONDS", 1),
+        ("LEASE_SECONDS", 86400.0),
+        ("KEEP_APPLIED_SECONDS", 3600),
+        ("KEEP_APPLIED_SECONDS", 3155760000),
+        ("SOCKET_TIMEOUT", 0.01),
+        ("SOCKET_TIMEOUT", 3600),
+    ],
+)
+def test_buffer_durations_at_their_bounds_pass(settings, name: str, value: float) -> None:  # type: ignore[no-untyped-def]
+    from project_stats.checks import check_buffer
+
+    settings.PROJECT_STATS = {"BUFFER": {**GOOD_BUFFER, name: value}}
+    assert check_buffer() == []
+
+
+@pytest.mark.django_db
+def test_the_buffer_works_with_durations_at_their_bounds(settings, buffer, now) -> None:  # type: ignore[no-untyped-def]
+    # The bounds are the run time's: every value the check lets through works.
+    from project_stats import tsdb
+
+    project = ProjectFactory()
+    for name in ("LEASE_SECONDS", "KEEP_APPLIED_SECONDS", "SOCKET_TIMEOUT"):
+        least, most, _ = _DURATIONS[name]
+        for value in (least or 0.01, most):
+            settings.PROJECT_STATS = {"BUFFER": {**buffer, name: value}}
+            assert check_buffer() == []
+            tsdb.incr(project, "received", timestamp=now)
+            assert tsdb.flush().batches == 1
+            assert tsdb.prune_applied_batches(now=now, dry_run=True) == 0
+    [(_, total)] = tsdb.get_range(project, "received", now, now, rollup=10)
+    assert total == 6
+
+
+@pytest.mark.parametrize("name", ["FLUSH_MAX_ROWS", "CLAIM_SHARDS"])
+@pytest.mark.parametrize("value", [0, -5, 1.5, True, "50000", None])
+def test_flush_max_rows_must_be_a_positive_integer(settings, value: object, name: str) -> None:  # type: ignore[no-untyped-def]
+    from project_stats.checks import check_buffer
+
+    settings.PROJECT_STATS = {"BUFFER": {**GOOD_BUFFER, name: value}}
+    [error] = check_buffer()
+    assert error.id == "project_stats.E023"
+    assert repr(value) in error.msg and name in error.msg
+
+
+def test_flush_max_rows_has_a_default_and_takes_any_positive_integer(settings) -> None:  # type: ignore[no-untyped-def]
+    from project_stats.checks import check_buffer
+    from project_stats.conf import project_stats_settings
+
+    settings.PROJECT_STATS = {"BUFFER": GOOD_BUFFER}
+    assert project_stats_settings.BUFFER is not None
+    assert project_stats_settings.BUFFER["FLUSH_MAX_ROWS"] == 50_000
+    for value in (1, 10**9):
+        settings.PROJECT_STATS = {"BUFFER": {**GOOD_BUFFER, "FLUSH_MAX_ROWS": value}}
+        assert check_buffer() == []
 
 
 def test_a_missing_redis_client_names_the_extra(settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, DataError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from project_stats import tsdb
@@ -80,6 +80,32 @@ def test_postgresql_an_overflowing_bucket_fails_the_whole_batch(
     with pytest.raises(DatabaseError, match="out of range"):
         tsdb.incr_many(items)
     assert snapshot() == before
+
+
+def test_a_stored_count_that_would_overflow_raises_and_rolls_back(
+    project: Project, now: datetime
+) -> None:
+    # On SQLite an integer sum past 2**63 - 1 becomes a REAL: it must raise
+    # instead, as PostgreSQL's bigint does, and undo the rest of the batch.
+    full = ProjectFactory()
+    tsdb.incr(full, "received", timestamp=now, count=tsdb.MAX_COUNT - 5)
+    tsdb.incr_many(big_batch(project, now, 5))
+    before = snapshot()
+    items = [*big_batch(project, now, 300), tsdb.Increment(full, "received", now, 10)]
+    with pytest.raises(DataError, match="out of range"):
+        tsdb.incr_many(items)
+    assert snapshot() == before
+    if connection.vendor == "sqlite":
+        with connection.cursor() as cursor:
+            cursor.execute(f'SELECT DISTINCT typeof("count") FROM "{TABLE}"')  # noqa: S608
+            assert cursor.fetchall() == [("integer",)]
+
+
+def test_a_stored_count_may_reach_the_largest_bigint(project: Project, now: datetime) -> None:
+    tsdb.incr(project, "received", timestamp=now, count=tsdb.MAX_COUNT - 5)
+    tsdb.incr(project, "received", timestamp=now, count=5)
+    [(_, count)] = tsdb.get_range(project, "received", now, now, rollup=10)
+    assert count == tsdb.MAX_COUNT and isinstance(count, int)
 
 
 @pytest.mark.postgres

@@ -8,10 +8,11 @@ the database and no increment is lost (no read-modify-write in Python).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, cast
 
-from django.db import DataError, connections, router, transaction
+from django.db import DataError, OperationalError, connections, router, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, Model, QuerySet, Sum
 
@@ -87,18 +88,47 @@ def _read_connection() -> BaseDatabaseWrapper:
     return _supported(connections[router.db_for_read(EventCount)])
 
 
+# SQLite has no error for an integer overflow in ``+``: the sum silently
+# becomes a REAL (9.223372036854776e+18), which the INTEGER column then keeps.
+# ``abs()`` of the smallest 64-bit integer is one of the few expressions
+# that does fail ("integer overflow"), so the SET clause takes that branch
+# whenever the sum is not an integer any more. The operand depends on the
+# row so that SQLite cannot evaluate it once, up front, as a constant.
+_SQLITE_OVERFLOW = "integer overflow"
+
+
+@contextmanager
+def _overflow_as_data_error(connection: BaseDatabaseWrapper) -> Iterator[None]:
+    """Raise SQLite's integer overflow as the ``DataError`` PostgreSQL raises for bigint.
+
+    Wrap the ``atomic`` block, so that the rollback has happened already.
+    """
+    try:
+        yield
+    except OperationalError as exc:
+        if connection.vendor != "sqlite" or str(exc) != _SQLITE_OVERFLOW:
+            raise
+        raise DataError(f"bigint out of range: a count would pass 2**63 - 1 ({exc})") from exc
+
+
 def upsert(rows: Sequence[Row]) -> None:
     """Add each row's count to its bucket, creating missing buckets.
 
     Rows must be distinct by key (aggregate first). They are written in key
-    order so that concurrent batches lock rows in the same order.
+    order so that concurrent batches lock rows in the same order. A bucket
+    whose count would pass 2**63 - 1 raises ``django.db.DataError`` ("bigint
+    out of range") on either database, and nothing of the call is written.
     """
     if not rows:
         return
     rows = sorted(rows)
     connection = _write_connection()
     names = _names(connection)
-    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+    with (
+        _overflow_as_data_error(connection),
+        transaction.atomic(using=connection.alias),
+        connection.cursor() as cursor,
+    ):
         if connection.vendor == "postgresql":
             _upsert_postgresql(cursor, names, rows)
         else:
@@ -125,6 +155,12 @@ def _upsert_values(
     max_params = connection.features.max_query_params or 999
     per_statement = max(1, max_params // 6)
     adapt = connection.ops.adapt_datetimefield_value
+    total = f"{names['table']}.{names['count']} + excluded.{names['count']}"
+    # See _SQLITE_OVERFLOW: a sum that is no longer an integer fails the statement.
+    set_count = (
+        f"{names['count']} = CASE WHEN typeof({total}) = 'integer' THEN {total} "
+        f"ELSE abs(-9223372036854775807 - 1 + 0 * excluded.{names['count']}) END"
+    )
     for offset in range(0, len(rows), per_statement):
         chunk = rows[offset : offset + per_statement]
         params: list[Any] = []
@@ -140,8 +176,7 @@ def _upsert_values(
         values = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(chunk))
         cursor.execute(
             f"INSERT INTO {names['table']} ({names['columns']}) VALUES {values} "  # noqa: S608
-            f"ON CONFLICT ({names['conflict']}) DO UPDATE "
-            f"SET {names['count']} = {names['table']}.{names['count']} + excluded.{names['count']}",
+            f"ON CONFLICT ({names['conflict']}) DO UPDATE SET {set_count}",
             params,
         )
 
@@ -488,7 +523,7 @@ def backfill_chunk(
     )
     changes = "d <> 0" if replace else "d > 0"
     if dry_run:
-        with connection.cursor() as cursor:
+        with _overflow_as_data_error(connection), connection.cursor() as cursor:
             cursor.execute(
                 f"WITH {ctes} SELECT COUNT(*), "  # noqa: S608
                 f"COALESCE(SUM(CASE WHEN {changes} THEN 1 ELSE 0 END), 0) FROM cmp",
@@ -506,7 +541,13 @@ def backfill_chunk(
         f" ON CONFLICT ({names['conflict']}) DO UPDATE "
         f"SET {names['count']} = {names['table']}.{names['count']} + excluded.{names['count']}"
     )
-    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+    # SQLite's SUM fails on an integer overflow (no silent REAL there), and
+    # target + (sum - target) cannot overflow: only the error's type differs.
+    with (
+        _overflow_as_data_error(connection),
+        transaction.atomic(using=connection.alias),
+        connection.cursor() as cursor,
+    ):
         if connection.vendor == "postgresql":
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_BACKFILL_LOCK])
             # Rows in the order ``upsert`` locks them (environment by code

@@ -60,6 +60,13 @@ class Command(BaseCommand):
                 result = tsdb.flush()
             except tsdb.BufferUnavailable as exc:
                 raise CommandError(str(exc)) from None
+            except DatabaseError as exc:
+                # The transaction rolled back and the batches stay claimed in
+                # Redis: nothing is lost, the next flush applies them.
+                raise CommandError(
+                    f"The flush failed in the database ({type(exc).__name__}: {exc}). "
+                    "Redis keeps the claimed increments; the next flush applies them."
+                ) from None
             if int(options["verbosity"]) >= 1:
                 self.stdout.write(f"Flushed {_describe(result)}.", self.style.SUCCESS)
             return
