@@ -93,3 +93,21 @@ def test_shard_stats_report_what_is_buffered_and_the_last_flush(
     assert after.fields == 0 and after.oldest is None
     assert after.flush_rows == 2 and after.flush_seconds is not None
     assert after.flushed_at is not None and abs(after.flushed_at - time.time()) < 60
+
+
+def test_flush_command_stats(settings: Any, buffer: dict[str, Any], now: datetime) -> None:
+    import io
+
+    from django.core.management import call_command
+
+    settings.PROJECT_STATS = {"BUFFER": {**buffer, "SHARDS": 4}}
+    project = ProjectFactory()
+    tsdb.incr(project, "received", timestamp=now, rollups=[HOUR])
+    out = io.StringIO()
+    call_command("project_stats_flush", "--stats", stdout=out)
+    lines = out.getvalue().splitlines()
+    assert lines[0].split()[:3] == ["shard", "fields", "batches"]
+    row = lines[1 + project.pk % 4].split()
+    assert row[:3] == [str(project.pk % 4), "4", "0"] and row[3] != "-"
+    assert lines[-1].startswith("4 fields buffered in 4 shards")
+    assert not EventCount.objects.exists()  # --stats flushes nothing

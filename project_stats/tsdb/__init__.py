@@ -21,7 +21,7 @@ from django.utils import timezone
 from ..conf import project_stats_settings
 from ..constants import MAX_ENVIRONMENT_LENGTH, stat_code
 from . import buffer, database
-from .buffer import BufferUnavailable, FlushResult
+from .buffer import BufferUnavailable, FlushResult, ShardStats
 from .rollups import (
     MICROS,
     TimeLike,
@@ -38,6 +38,8 @@ __all__ = [
     "Increment",
     "QueryError",
     "RangeQuery",
+    "ShardStats",
+    "buffer_stats",
     "environment_exists",
     "environment_sql",
     "delete",
@@ -242,6 +244,16 @@ def flush() -> FlushResult:
     if not buffer.enabled():
         return FlushResult()
     return buffer.flush()
+
+
+def buffer_stats() -> list[ShardStats]:
+    """Per shard of the write buffer: what is buffered, its age, the last flush.
+
+    An empty list without a buffer; ``BufferUnavailable`` when Redis cannot answer.
+    """
+    if not buffer.enabled():
+        return []
+    return buffer.shard_stats()
 
 
 def environment_exists(organization: ProjectLike, environment: str) -> bool:

@@ -48,6 +48,11 @@ class Command(BaseCommand):
             metavar="SECONDS",
             help="pause between two flushes with --loop (default: 5)",
         )
+        parser.add_argument(
+            "--stats",
+            action="store_true",
+            help="print each shard's buffered fields, oldest delta and last flush; flush nothing",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if not tsdb.buffer_enabled():
@@ -55,6 +60,9 @@ class Command(BaseCommand):
         interval = float(options["interval"])
         if not 0 < interval <= 3600:
             raise CommandError("--interval must be more than 0 and at most 3600 seconds")
+        if options["stats"]:
+            self._stats()
+            return
         if not options["loop"]:
             try:
                 result = tsdb.flush()
@@ -71,6 +79,37 @@ class Command(BaseCommand):
                 self.stdout.write(f"Flushed {_describe(result)}.", self.style.SUCCESS)
             return
         self._loop(interval, int(options["verbosity"]))
+
+    def _stats(self) -> None:
+        try:
+            shards = tsdb.buffer_stats()
+        except tsdb.BufferUnavailable as exc:
+            raise CommandError(str(exc)) from None
+        now = time.time()
+
+        def seconds(value: float | None) -> str:
+            return "-" if value is None else f"{value:.1f}"
+
+        self.stdout.write(
+            f"{'shard':>5} {'fields':>8} {'batches':>7} {'oldest s':>8} "
+            f"{'flushed s ago':>13} {'flush s':>7} {'rows':>7} {'rows/s':>8}"
+        )
+        for shard in shards:
+            ago = None if shard.flushed_at is None else max(0.0, now - shard.flushed_at)
+            rate = "-"
+            if shard.flush_rows is not None and shard.flush_seconds:
+                rate = f"{shard.flush_rows / shard.flush_seconds:.0f}"
+            self.stdout.write(
+                f"{shard.shard:>5} {shard.fields:>8} {shard.batches:>7} "
+                f"{seconds(shard.oldest):>8} {seconds(ago):>13} "
+                f"{seconds(shard.flush_seconds):>7} "
+                f"{'-' if shard.flush_rows is None else shard.flush_rows:>7} {rate:>8}"
+            )
+        oldest = [s.oldest for s in shards if s.oldest is not None]
+        self.stdout.write(
+            f"{sum(s.fields for s in shards)} fields buffered in {len(shards)} shards; "
+            f"oldest delta {seconds(max(oldest) if oldest else None)} s."
+        )
 
     def _loop(self, interval: float, verbosity: int) -> None:
         stopping = False
