@@ -177,7 +177,8 @@ class OrganizationMember(models.Model):
 class EventCount(models.Model):
     """One bucket of one series: written and read only through ``project_stats.tsdb``."""
 
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    # No index of its own: the unique constraint's index starts with it.
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
     stat = models.PositiveSmallIntegerField(choices=Stat.choices)
     # "" is the all-environments total.
     environment = models.CharField(max_length=MAX_ENVIRONMENT_LENGTH, blank=True, default="")
