@@ -191,7 +191,11 @@ def main() -> None:
         [(pk, stat, now - s, 1) for pk in ids for stat in STATS for s in range(0, 60, 10)]
     )
     per_project = (int(client.info("memory")["used_memory"]) - before) / len(ids)
-    fields = sum(client.hlen(k) for k in client.scan_iter(match="{" + buffer["PREFIX"] + ":*"))
+    fields = sum(
+        client.hlen(k)
+        for k in client.scan_iter(match="{" + buffer["PREFIX"] + ":*:live")
+        if client.type(k) == b"hash"
+    )
     tsdb.flush()
 
     # The default request, with and without the buffer (something buffered).
