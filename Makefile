@@ -13,7 +13,7 @@ CHROMIUM ?= /usr/bin/chromium
 export CHROMIUM
 PG_URL := $(or $(DATABASE_URL),postgres://postgres@127.0.0.1:5432/test)
 
-.PHONY: venv browser test test-sites lint typecheck run clean bench bench-backfill soak dist wheel-test
+.PHONY: venv browser test test-sites lint typecheck run clean bench bench-backfill bench-flush soak dist wheel-test
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -108,6 +108,10 @@ bench: venv
 
 bench-backfill: venv
 	$(PY) bench/backfill.py
+
+# Flushes of 1,000 and 10,000 active projects (FLUSH_PROJECTS='1000 10000 50000' for more).
+bench-flush: venv
+	$(PY) bench/flush_scale.py --projects $(or $(FLUSH_PROJECTS),1000 10000)
 
 # 60 s of wrk (32 connections) against gunicorn on PostgreSQL while events are
 # ingested; fails on any non-2xx answer or worker memory growth past 10 %.
