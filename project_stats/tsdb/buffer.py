@@ -293,13 +293,15 @@ return result
 """
 
 # KEYS: live, batches. ARGV: batch key prefix, rollup, first and last bucket
-# start, "stat:rollup:", ":environment", then project ids. Returns {live id,
+# start, the stat codes joined by ";", ":environment", then project ids. Returns {live id,
 # {field, value, ...}, id1, {...}, ...} with only the fields that hold a
 # delta: each hash's index names the buckets it has in the range, so the
 # work grows with what is buffered, not with the series asked for. A hash
 # without an index (written by an earlier version) is asked for every bucket.
 _READ = """
 local prefix, rollup, first, last = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local stats = {}
+for stat in string.gmatch(ARGV[5], '[^;]+') do stats[#stats + 1] = stat end
 local function get(key)
   local epochs = {}
   if redis.call('EXISTS', key .. ':b') == 1 then
@@ -312,8 +314,10 @@ local function get(key)
   end
   local out, fields = {}, {}
   for i = 7, #ARGV do
-    for _, e in ipairs(epochs) do
-      fields[#fields + 1] = ARGV[i] .. ':' .. ARGV[5] .. e .. ARGV[6]
+    for _, stat in ipairs(stats) do
+      for _, e in ipairs(epochs) do
+        fields[#fields + 1] = ARGV[i] .. ':' .. stat .. ':' .. rollup .. ':' .. e .. ARGV[6]
+      end
     end
   end
   for i = 1, #fields, 500 do
@@ -706,9 +710,25 @@ def read(
 ) -> dict[tuple[int, int], int]:
     """Stored plus buffered counts keyed by ``(project_id, bucket_start)``.
 
-    One Redis round trip per node, then one SQL statement. Redis looks up
-    only the buckets its hashes hold in the range (their index), so a long
-    series over many projects costs it what is buffered, not what is asked.
+    One Redis round trip per node, then one SQL statement (see :func:`read_stats`).
+    """
+    cells = read_stats(project_ids, [stat], environment, rollup, buckets)
+    return {(pk, epoch): count for (pk, _, epoch), count in cells.items()}
+
+
+def read_stats(
+    project_ids: Sequence[int],
+    stats: Sequence[int],
+    environment: str,
+    rollup: int,
+    buckets: Sequence[int],
+) -> dict[tuple[int, int, int], int]:
+    """Stored plus buffered counts of several stats keyed by ``(project_id, stat, bucket_start)``.
+
+    One Redis round trip per node, then one SQL statement, however many
+    stats. Redis looks up only the buckets its hashes hold in the range
+    (their index), so a long series over many projects costs it what is
+    buffered, not what is asked.
 
     A live hash is keyed by the id its batch will have: a flush may claim and
     commit it before the database is read, which then says so.
@@ -718,6 +738,7 @@ def read(
     per_shard: defaultdict[int, list[int]] = defaultdict(list)
     for project_id in ids:
         per_shard[_shard(config, project_id)].append(project_id)
+    codes = ";".join(str(stat) for stat in stats)
     calls: list[Call] = []
     for shard, shard_ids in per_shard.items():
         tag = _tag(config, shard)
@@ -725,19 +746,12 @@ def read(
             (
                 shard,
                 [f"{tag}:live", f"{tag}:batches"],
-                [
-                    f"{tag}:batch:",
-                    rollup,
-                    buckets[0],
-                    buckets[-1],
-                    f"{stat}:{rollup}:",
-                    f":{environment}",
-                    *shard_ids,
-                ],
+                [f"{tag}:batch:", rollup, buckets[0], buckets[-1], codes, f":{environment}"]
+                + shard_ids,
             )
         )
-    replies = (_answers(config, _READ, calls) if calls else None) or []
-    batches: dict[str, Counter[tuple[int, int]]] = {}
+    replies = (_answers(config, _READ, calls) if calls and stats else None) or []
+    batches: dict[str, Counter[tuple[int, int, int]]] = {}
     for reply in replies:
         for position in range(0, len(reply), 2):
             if reply[position] is None:
@@ -745,10 +759,10 @@ def read(
             found = reply[position + 1]
             deltas = batches.setdefault(reply[position].decode(), Counter())
             for field, value in zip(found[::2], found[1::2], strict=True):
-                pk, _, _, epoch, _ = field.split(b":", 4)
-                deltas[(int(pk), int(epoch))] += int(value)
+                pk, stat, _, epoch, _ = field.split(b":", 4)
+                deltas[(int(pk), int(stat), int(epoch))] += int(value)
     cells, applied = database.read_cells(
-        ids, stat, environment, rollup, buckets[0], buckets[-1], sorted(batches)
+        ids, stats, environment, rollup, buckets[0], buckets[-1], sorted(batches)
     )
     for batch_id, deltas in batches.items():
         if batch_id not in applied:

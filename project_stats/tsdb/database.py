@@ -713,15 +713,15 @@ def _apply_clamped(connection: BaseDatabaseWrapper, batch_id: str, rows: Sequenc
 
 def read_cells(
     project_ids: Sequence[int],
-    stat: int,
+    stats: Sequence[int],
     environment: str,
     rollup: int,
     first: int,
     last: int,
     batch_ids: Sequence[str],
-) -> tuple[dict[tuple[int, int], int], set[str]]:
-    """Stored counts keyed by ``(project_id, bucket_start)``, and which of ``batch_ids``
-    are applied, from one statement: both come from the same snapshot.
+) -> tuple[dict[tuple[int, int, int], int], set[str]]:
+    """Stored counts keyed by ``(project_id, stat, bucket_start)``, and which of
+    ``batch_ids`` are applied, from one statement: both come from the same snapshot.
     """
     connection = connections[router.db_for_read(EventCount)]
     names = _names(connection)
@@ -734,15 +734,17 @@ def read_cells(
     if not project_ids:
         project_ids = [0]  # matches nothing; keeps the statement valid
     marks = ", ".join(["%s"] * len(project_ids))
+    stat_marks = ", ".join(["%s"] * len(stats)) or "NULL"
     sql = (
-        f"SELECT {names['project']}, {epoch}, {names['count']}, NULL FROM {names['table']} "  # noqa: S608
-        f"WHERE {names['project']} IN ({marks}) AND {names['stat']} = %s "
+        f"SELECT {names['project']}, {names['stat']}, {epoch}, {names['count']}, NULL "  # noqa: S608
+        f"FROM {names['table']} "
+        f"WHERE {names['project']} IN ({marks}) AND {names['stat']} IN ({stat_marks}) "
         f"AND {names['rollup']} = %s AND {names['environment']} = %s "
         f"AND {names['timestamp']} >= %s AND {names['timestamp']} <= %s"
     )
     params: list[Any] = [
         *project_ids,
-        stat,
+        *stats,
         rollup,
         environment,
         adapt(epoch_to_datetime(first)),
@@ -750,20 +752,20 @@ def read_cells(
     ]
     if batch_ids:
         sql += (
-            f" UNION ALL SELECT NULL, NULL, NULL, {qn('batch_id')} "  # noqa: S608
+            f" UNION ALL SELECT NULL, NULL, NULL, NULL, {qn('batch_id')} "  # noqa: S608
             f"FROM {qn(AppliedBatch._meta.db_table)} "
             f"WHERE {qn('batch_id')} IN ({', '.join(['%s'] * len(batch_ids))})"
         )
         params += list(batch_ids)
-    cells: dict[tuple[int, int], int] = {}
+    cells: dict[tuple[int, int, int], int] = {}
     applied: set[str] = set()
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        for project_id, epoch_value, count, batch_id in cursor.fetchall():
+        for project_id, stat, epoch_value, count, batch_id in cursor.fetchall():
             if batch_id is not None:
                 applied.add(batch_id)
             else:
-                cells[(int(project_id), int(epoch_value))] = int(count)
+                cells[(int(project_id), int(stat), int(epoch_value))] = int(count)
     return cells, applied
 
 
