@@ -271,19 +271,9 @@ return {redis.call('HLEN', KEYS[1]), redis.call('HGET', KEYS[1], '~t'), batches,
   redis.call('HMGET', KEYS[3], 'at', 'seconds', 'rows')}
 """
 
-# KEYS: live, batches. ARGV: batch key prefix, then the fields wanted.
-# Returns {live id, live values, id1, values1, id2, values2, ...}; HMGET in
-# slices because Lua's unpack has a small stack. For fields named one by one
-# (environment markers) and, with none, the claimed ids.
-_FIELDS = """
-local function get(key)
-  local values = {}
-  for i = 2, #ARGV, 500 do
-    local part = redis.call('HMGET', key, unpack(ARGV, i, math.min(i + 499, #ARGV)))
-    for j = 1, #part do values[#values + 1] = part[j] end
-  end
-  return values
-end
+# The end of the read scripts: ``get`` (defined by each) applied to the live
+# hash and every claimed batch (ARGV[1] is the batch key prefix), with ids.
+_EACH_HASH = """
 local result = {redis.call('HGET', KEYS[1], '~id'), get(KEYS[1])}
 for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
   result[#result + 1] = id
@@ -292,13 +282,32 @@ end
 return result
 """
 
+# KEYS: live, batches. ARGV: batch key prefix, then the fields wanted.
+# Returns {live id, live values, id1, values1, id2, values2, ...}; HMGET in
+# slices because Lua's unpack has a small stack. For fields named one by one
+# (environment markers) and, with none, the claimed ids.
+_FIELDS = (
+    """
+local function get(key)
+  local values = {}
+  for i = 2, #ARGV, 500 do
+    local part = redis.call('HMGET', key, unpack(ARGV, i, math.min(i + 499, #ARGV)))
+    for j = 1, #part do values[#values + 1] = part[j] end
+  end
+  return values
+end
+"""
+    + _EACH_HASH
+)
+
 # KEYS: live, batches. ARGV: batch key prefix, rollup, first and last bucket
 # start, the stat codes joined by ";", ":environment", then project ids. Returns {live id,
 # {field, value, ...}, id1, {...}, ...} with only the fields that hold a
 # delta: each hash's index names the buckets it has in the range, so the
 # work grows with what is buffered, not with the series asked for. A hash
 # without an index (written by an earlier version) is asked for every bucket.
-_READ = """
+_READ = (
+    """
 local prefix, rollup, first, last = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local stats = {}
 for stat in string.gmatch(ARGV[5], '[^;]+') do stats[#stats + 1] = stat end
@@ -332,13 +341,9 @@ local function get(key)
   end
   return out
 end
-local result = {redis.call('HGET', KEYS[1], '~id'), get(KEYS[1])}
-for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-  result[#result + 1] = id
-  result[#result + 1] = get(prefix .. id)
-end
-return result
 """
+    + _EACH_HASH
+)
 
 _SHA = {
     source: hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
