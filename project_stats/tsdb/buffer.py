@@ -11,31 +11,47 @@ shard ``pk % SHARDS``)::
     {P:s}:live          hash    "pk:stat:rollup:bucket:environment" -> delta,
                                 "e:pk:environment" -> 0 (an environment was written),
                                 "~t" -> when the hash got its first delta (ms),
-                                "~id" -> the id its batch will have (set by that delta)
-    {P:s}:batch:<id>    hash    a live hash claimed by a flush, waiting to be applied
-    {P:s}:batches       zset    ids of the claimed batches (score: claim time, ms)
+                                "~id" -> the id its batch will have (set by that delta),
+                                "~inc" -> the run_id of the Redis server that created it
+    {P:s}:live:b        zset    "rollup:bucket" the hash holds (score: bucket), for reads
+    {P:s}:batch:<id>    hash    a closed live hash, waiting to be applied (and its ":b")
+    {P:s}:batches       zset    ids of the closed batches (score: when closed, ms)
     {P:s}:lease         string  token of the flusher working on the shard, expiring
+    {P:s}:flushed       hash    the shard's last flush: at (ms), seconds, rows
 
 The hash tag ``{P:s}`` puts all the keys of a shard in one Redis Cluster slot,
 so every script below touches a single slot, and the same names serve one
 Redis and a cluster. Writes spread over the shards by project.
 
+A write closes the live hash (as step 1 below would) before adding to it
+when the hash is full (``FLUSH_MAX_ROWS`` fields) or was created by another
+incarnation of the server: Redis restored from a snapshot or failed over
+brings back a live hash whose batch id a flush may have applied already.
+Writes are never resent by the client (a lost reply would count twice), and
+a write that would overflow a bucket takes back what it added.
+
 Flush protocol (each step names the crash point right after it; :data:`crash_hook`
-is called there so tests can kill the process). Every step runs on all the
-shards at once, one round trip per Redis node::
+is called there so tests can kill the process). A flush claims ``CLAIM_SHARDS``
+shards at a time (several flushers share the shards that way); each step runs
+on all the shards of the claim at once, one round trip per Redis node::
 
     1. BEGIN script, per shard: take the lease (or leave the shard: another
        flusher has it), rename ``live`` to the batch key of its ``~id`` and
        record the id, list every claimed id (older ones too: a flusher that
-       died left them).                                                "claimed"
-    2. HGETALL every claimed batch.                                     "read"
-    3. One database transaction: insert each batch id into AppliedBatch
+       died left them, a write closed them).                           "claimed"
+    2. HGETALL the batches of one transaction: whole batches, at most
+       ``FLUSH_MAX_ROWS`` rows (their HLEN says).                       "read"
+    3. That database transaction: insert each batch id into AppliedBatch
        (already there: that batch is in the database, add nothing of it),
-       add the counts of the others.              "applying" (before the commit)
+       add the counts of the others (a bucket passing 2**63 - 1 is clamped,
+       logged).                                   "applying" (before the commit)
                                                    "committed" (after it)
-    4. ACK script, per batch: delete the batch key and its id, renew the
-       lease.                                                          "acked"
-    5. RELEASE script, per shard: drop the lease if it is still ours.
+    4. Once committed (the caller's transaction, if flush runs in one), ACK
+       script per batch: delete the batch key and its id, renew the lease.
+                                                                        "acked"
+       Steps 2 to 4 repeat for the claim's next transaction.
+    5. RELEASE script, per shard: record the flush, drop the lease if it is
+       still ours.
 
 A flusher dying anywhere leaves either a claimed batch (applied or not; the
 next flush finishes it, skipping it in the database if its id is there) or a
@@ -52,7 +68,7 @@ read in one SQL statement the stored counts and which of those ids are
 applied, and add the deltas of the others. A batch is thus counted once
 whether its flush claims and commits it before, during or after the read;
 a live hash needs its id because a flush may claim and commit it between the
-two reads.
+two reads. Each hash is asked only for the buckets its index lists.
 """
 
 from __future__ import annotations
