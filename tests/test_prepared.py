@@ -1,0 +1,222 @@
+"""The read path's statements prepared once per connection on PostgreSQL, and their plans."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from project_stats import prepared, tsdb
+from project_stats.models import ApiToken, Organization, Project
+from project_stats.tsdb import database
+
+from .factories import OrganizationMemberFactory, ProjectFactory
+
+pytestmark = pytest.mark.django_db
+
+# The access statement's first common table expression.
+ACCESS = "WITH lookup AS ("
+
+
+def stats_path(project: Project) -> str:
+    return reverse(
+        "project_stats:project-stats",
+        kwargs={
+            "organization_id_or_slug": project.organization.slug,
+            "project_id_or_slug": project.slug,
+        },
+    )
+
+
+def organization_stats_path(organization: Organization) -> str:
+    return reverse(
+        "project_stats:organization-stats",
+        kwargs={"organization_id_or_slug": organization.slug},
+    )
+
+
+@pytest.fixture
+def auth(project: Project) -> dict[str, str]:
+    user = OrganizationMemberFactory(organization=project.organization).user
+    _, plaintext = ApiToken.objects.issue(user, scopes=["project:read", "org:read"])
+    return {"HTTP_AUTHORIZATION": f"Bearer {plaintext}"}
+
+
+def prepared_statements() -> list[tuple[str, str]]:
+    """``(name, text)`` of the statements prepared on the test's connection."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT name, statement FROM pg_prepared_statements ORDER BY name")
+        return list(cursor.fetchall())
+
+
+def access_statements() -> list[str]:
+    return [text for _, text in prepared_statements() if text.startswith(ACCESS)]
+
+
+@pytest.fixture
+def statements() -> Iterator[list[tuple[str, list[Any]]]]:
+    """Every ``(sql, params)`` run through Django's cursors while the test runs."""
+    seen: list[tuple[str, list[Any]]] = []
+
+    def record(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+        seen.append((sql, list(params or [])))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(record):
+        yield seen
+
+
+@pytest.mark.postgres
+def test_the_access_statement_is_prepared_once_per_connection(
+    client: Client, project: Project, auth: dict[str, str]
+) -> None:
+    other = ProjectFactory(organization=project.organization)
+    now = int(timezone.now().timestamp())
+    assert access_statements() == []
+    # Other projects, ranges and resolutions of the same shape: one text.
+    for target, query in [
+        (project, ""),
+        (other, ""),
+        (project, f"?since={now - 3600}&until={now}&resolution=10s"),
+        (other, f"?since={now - 86400 * 80}&until={now}&resolution=1d"),
+    ]:
+        response = client.get(stats_path(target) + query, **auth)
+        assert response.status_code == 200, response.content
+    (text,) = access_statements()
+    assert "$1" in text and project.slug not in text  # values are bound, not written in
+    # The site's own setting is left as it was (Django's default: no preparation).
+    assert connection.connection.prepare_threshold is None
+
+
+@pytest.mark.postgres
+def test_the_sites_other_queries_are_not_prepared(project: Project) -> None:
+    for _ in range(10):
+        assert Project.objects.filter(pk=project.pk).exists()
+        prepared.fetch_all(connection, "SELECT %s + 1", [1])
+    assert [text for _, text in prepared_statements()] == ["SELECT $1 + 1"]
+
+
+@pytest.mark.postgres
+def test_every_integer_is_bound_as_bigint(project: Project) -> None:
+    # psycopg types small ints as smallint, larger ones as integer: the type
+    # is part of the prepared statement, so one shape would need three.
+    for value in (1, 70_000, 2**40):
+        assert prepared.fetch_all(connection, "SELECT %s", [value]) == [(value,)]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT parameter_types::text FROM pg_prepared_statements")
+        assert cursor.fetchall() == [("{bigint}",)]
+
+
+@pytest.mark.postgres
+def test_the_buffered_reads_database_half_is_prepared(project: Project) -> None:
+    start = int(timezone.now().timestamp()) // 3600 * 3600 - 7200
+    tsdb.incr(project, "received", count=4, timestamp=start)
+    for _ in range(3):
+        cells, applied = database.read_cells(
+            [project.pk], 0, "", 3600, start, start + 3600, ["no-such-batch"]
+        )
+        assert cells == {(project.pk, start): 4}
+        assert applied == set()
+        assert database.read_buckets(project.pk, 0, "", 3600, start, start) == {start: 4}
+    texts = [text for _, text in prepared_statements()]
+    assert len(texts) == 2
+    assert any("UNION ALL" in text for text in texts)  # read_cells with its batch ids
+
+
+@pytest.mark.postgres
+def test_the_setting_turns_preparation_off(
+    client: Client, project: Project, auth: dict[str, str], settings: Any
+) -> None:
+    """Behind a pooler that shares connections per transaction nothing may be prepared."""
+    tsdb.incr(project, "received", count=3)
+    settings.PROJECT_STATS = {"PREPARED_STATEMENTS": False}
+    for _ in range(7):
+        response = client.get(stats_path(project), **auth)
+        assert response.status_code == 200
+        assert sum(count for _, count in response.json()) == 3
+    assert prepared_statements() == []
+
+
+@pytest.mark.postgres
+def test_a_site_that_turned_preparation_off_is_honoured(
+    client: Client, project: Project, auth: dict[str, str], monkeypatch: Any
+) -> None:
+    monkeypatch.setitem(connection.settings_dict, "OPTIONS", {"prepare_threshold": None})
+    for _ in range(7):
+        assert client.get(stats_path(project), **auth).status_code == 200
+    assert prepared_statements() == []
+
+
+def test_sqlite_prepares_nothing(project: Project) -> None:
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite only")
+    assert not prepared.preparing(connection)
+    assert prepared.fetch_all(connection, "SELECT %s + 1", [1]) == [(2,)]
+
+
+def _scans(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    if "Relation Name" in plan:
+        yield plan
+    for child in plan.get("Plans", ()):
+        yield from _scans(child)
+
+
+def _generic_plan(statement: str, params: list[Any]) -> dict[str, Any]:
+    """The generic plan of the prepared ``statement`` (PostgreSQL keeps one after five runs)."""
+    ((name, _),) = [(n, t) for n, t in prepared_statements() if t.startswith(statement)]
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        marks = ", ".join(["%s"] * len(params))
+        cursor.execute(f"EXPLAIN (FORMAT JSON) EXECUTE {name}({marks})", params)
+        ((plan,),) = cursor.fetchall()
+        cursor.execute("SET LOCAL plan_cache_mode = auto")
+    return plan[0]["Plan"]  # type: ignore[no-any-return]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("shape", ["project", "organization", "by project"])
+def test_the_generic_plan_probes_the_unique_index(
+    client: Client,
+    project: Project,
+    auth: dict[str, str],
+    statements: list[tuple[str, list[Any]]],
+    shape: str,
+) -> None:
+    """The counts come from the unique index, one probe per project, never a range scan.
+
+    A small table without statistics is where the planner chose otherwise:
+    scanning the (rollup, timestamp) index across every project and joining
+    the target afterwards.
+    """
+    projects = [project, *(ProjectFactory(organization=project.organization) for _ in range(3))]
+    start = timezone.now() - timedelta(days=30)
+    tsdb.incr_many(
+        (p, stat, start + timedelta(hours=hour), 3)
+        for p in projects
+        for stat in ("received", "rejected")
+        for hour in range(30 * 24)
+    )
+    if shape == "project":
+        path = stats_path(project)
+    else:
+        group = "organization" if shape == "organization" else "project"
+        path = f"{organization_stats_path(project.organization)}?group={group}"
+    for _ in range(6):
+        response = client.get(path, **auth)
+        assert response.status_code == 200, response.content
+    sql, params = next((s, p) for s, p in reversed(statements) if s.startswith(ACCESS))
+    scans = [
+        scan
+        for scan in _scans(_generic_plan(ACCESS, params))
+        if scan["Relation Name"] == "project_stats_eventcount"
+    ]
+    assert scans, sql
+    for scan in scans:
+        assert scan.get("Index Name") == "project_stats_eventcount_bucket_uniq", scan
+        assert "project_id = " in scan["Index Cond"], scan
