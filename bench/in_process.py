@@ -10,7 +10,7 @@ entries of a cProfile of the requests.
 
 Usage::
 
-    in_process.py TOKEN [--requests 2000] [--runs 3] [--path PATH]
+    in_process.py TOKEN [--requests 2000] [--runs 3] [--rounds 3] [--path PATH]
         [--setup shipped|persistent|health-checks|pool ...] [--profile [--top 25]]
 """
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import json
 import os
 import pstats
 import statistics
@@ -98,20 +99,43 @@ def requester(token: str, path: str) -> Callable[[], int]:
     return get
 
 
-def measure(token: str, path: str, setup: str, requests: int, runs: int) -> float:
-    """Median ms per request of ``runs`` runs of ``requests`` each, after a warm-up."""
+def count_round_trips() -> list[int]:
+    """A counter of exchanges with the server (each wait for results in psycopg)."""
+    import psycopg._cursor_base
+    import psycopg.generators
+
+    count = [0]
+    real = psycopg.generators.execute
+
+    def execute(pgconn: Any) -> Any:
+        count[0] += 1
+        return real(pgconn)
+
+    psycopg._cursor_base.execute = execute  # type: ignore[assignment]
+    psycopg.generators.execute = execute  # type: ignore[assignment]
+    return count
+
+
+def measure(
+    token: str, path: str, setup: str, requests: int, runs: int
+) -> tuple[float, list[float]]:
+    """Round trips per request, and ms per request of each of ``runs`` runs (after a warm-up)."""
     configure(setup)
     get = requester(token, path)
     for _ in range(200):
         if get() != 200:
             raise SystemExit(f"{path} did not answer 200")
+    trips = count_round_trips()
+    for _ in range(100):
+        get()
+    per_request = trips[0] / 100
     results = []
     for _ in range(runs):
         started = time.perf_counter()
         for _ in range(requests):
             get()
         results.append((time.perf_counter() - started) * 1000 / requests)
-    return statistics.median(results)
+    return per_request, results
 
 
 def profile(token: str, path: str, setup: str, requests: int, top: int) -> str:
@@ -138,7 +162,8 @@ def main() -> None:
     parser.add_argument("token")
     parser.add_argument("--path", default=DEFAULT_PATH)
     parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=3, help="runs per process")
+    parser.add_argument("--rounds", type=int, default=3, help="processes per setup, alternating")
     parser.add_argument("--setup", action="append", choices=SETUPS)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--top", type=int, default=25)
@@ -149,33 +174,50 @@ def main() -> None:
         print(profile(args.token, args.path, setups[0], args.requests, args.top))
         return
     if args.child:  # one setup per process: Django is configured once
-        print(f"{measure(args.token, args.path, setups[0], args.requests, args.runs):.3f}")
+        trips, results = measure(args.token, args.path, setups[0], args.requests, args.runs)
+        print(json.dumps({"trips": trips, "ms": results}))
         return
     load = os.getloadavg()
-    print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {args.path}\n")
-    print("| connections | ms per request |\n|---|---|")
+    print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {args.path}")
+    found: dict[str, list[float]] = {setup: [] for setup in setups}
+    trips: dict[str, float] = {}
+    for _ in range(args.rounds):  # setups alternate: the machine's noise hits each alike
+        for setup in setups:
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    args.token,
+                    "--child",
+                    "--setup",
+                    setup,
+                    "--path",
+                    args.path,
+                    "--requests",
+                    str(args.requests),
+                    "--runs",
+                    str(args.runs),
+                ],
+                cwd=ROOT,
+                check=True,
+                text=True,
+                capture_output=True,
+            )
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            trips[setup] = result["trips"]
+            found[setup] += result["ms"]
+    load = os.getloadavg()
+    print(f"load average after {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n")
+    runs = args.rounds * args.runs
+    print(
+        f"| connections | round trips per request | ms per request, median of {runs} runs "
+        f"| fastest run |\n|---|---|---|---|"
+    )
     for setup in setups:
-        out = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                args.token,
-                "--child",
-                "--setup",
-                setup,
-                "--path",
-                args.path,
-                "--requests",
-                str(args.requests),
-                "--runs",
-                str(args.runs),
-            ],
-            cwd=ROOT,
-            check=True,
-            text=True,
-            capture_output=True,
+        times = found[setup]
+        print(
+            f"| {setup} | {trips[setup]:.2f} | {statistics.median(times):.3f} | {min(times):.3f} |"
         )
-        print(f"| {setup} | {out.stdout.strip().splitlines()[-1]} |")
 
 
 if __name__ == "__main__":
