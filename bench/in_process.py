@@ -10,7 +10,7 @@ entries of a cProfile of the requests.
 
 Usage::
 
-    in_process.py TOKEN [--requests 2000] [--runs 3] [--rounds 3] [--path PATH]
+    in_process.py [TOKEN] [--requests 2000] [--runs 3] [--rounds 3] [--path PATH]
         [--setup shipped|persistent|health-checks|pool ...] [--profile [--top 25]]
 """
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import importlib.util
 import io
 import json
 import os
@@ -159,7 +160,7 @@ def profile(token: str, path: str, setup: str, requests: int, top: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("token")
+    parser.add_argument("token", nargs="?", help="default: a new token of the bench user")
     parser.add_argument("--path", default=DEFAULT_PATH)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=3, help="runs per process")
@@ -170,6 +171,13 @@ def main() -> None:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     setups = args.setup or ["shipped"]
+    if args.token is None:
+        from bench.http_read import BIG, load
+
+        args.token = load(BIG, 2000, demo=True)
+    if "pool" in setups and importlib.util.find_spec("psycopg_pool") is None:
+        print("psycopg_pool is not installed: the pool setup is left out", file=sys.stderr)
+        setups.remove("pool")
     if args.profile:
         print(profile(args.token, args.path, setups[0], args.requests, args.top))
         return
