@@ -23,6 +23,7 @@ database's ``OPTIONS`` set ``"prepare_threshold": None`` themselves.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -32,6 +33,9 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from .conf import project_stats_settings
 
 __all__ = ["fetch_all", "preparing"]
+
+# Where Django's debug cursor logs every query.
+logger = logging.getLogger("django.db.backends")
 
 
 def preparing(connection: BaseDatabaseWrapper) -> bool:
@@ -86,9 +90,19 @@ def fetch_all(
         if connection.queries_logged:
             # Django's debug cursor logs a prepared execution without its
             # text (psycopg keeps none): log the statement as Django would.
-            connection.queries_log.append(
-                {
-                    "sql": connection.ops.compose_sql(sql, params),  # type: ignore[attr-defined]
-                    "time": f"{time.monotonic() - start:.3f}",
-                }
+            duration = time.monotonic() - start
+            text = connection.ops.compose_sql(sql, params)  # type: ignore[attr-defined]
+            connection.queries_log.append({"sql": text, "time": f"{duration:.3f}"})
+            logger.debug(
+                "(%.3f) %s; args=%s; alias=%s",
+                duration,
+                text,
+                params,
+                connection.alias,
+                extra={
+                    "duration": duration,
+                    "sql": text,
+                    "params": params,
+                    "alias": connection.alias,
+                },
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -240,3 +242,16 @@ def test_the_generic_plan_probes_the_unique_index(
     for scan in scans:
         assert scan.get("Index Name") == "project_stats_eventcount_bucket_uniq", scan
         assert "project_id = " in scan["Index Cond"], scan
+
+
+@pytest.mark.postgres
+def test_the_statement_is_logged_as_django_logs_queries(
+    project: Project, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        caplog.at_level(logging.DEBUG, logger="django.db.backends"),
+        CaptureQueriesContext(connection) as queries,
+    ):
+        assert prepared.fetch_all(connection, "SELECT %s AS logged_value", [41]) == [(41,)]
+    assert queries.captured_queries[-1]["sql"] == "SELECT 41 AS logged_value"
+    assert any("SELECT 41 AS logged_value" in record.getMessage() for record in caplog.records)
