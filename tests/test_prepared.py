@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import socket
+import subprocess
+import time
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import DatabaseError, connection, connections
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -255,3 +261,75 @@ def test_the_statement_is_logged_as_django_logs_queries(
         assert prepared.fetch_all(connection, "SELECT %s AS logged_value", [41]) == [(41,)]
     assert queries.captured_queries[-1]["sql"] == "SELECT 41 AS logged_value"
     assert any("SELECT 41 AS logged_value" in record.getMessage() for record in caplog.records)
+
+
+@pytest.fixture
+def pgbouncer(tmp_path: Path) -> Iterator[int]:
+    """A PgBouncer in transaction mode in front of the test server; its port."""
+    binary = shutil.which("pgbouncer")
+    if binary is None:
+        pytest.skip("pgbouncer is not installed (apt-get install pgbouncer)")
+    settings = connection.settings_dict
+    port = next(p for p in range(18250, 18300) if _port_is_free(p))
+    (tmp_path / "users.txt").write_text(f'"{settings["USER"]}" ""\n')
+    (tmp_path / "pgbouncer.ini").write_text(
+        "[databases]\n"
+        f"* = host={settings['HOST'] or '127.0.0.1'} port={settings['PORT'] or 5432}\n"
+        "[pgbouncer]\n"
+        f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
+        f"auth_type = trust\nauth_file = {tmp_path / 'users.txt'}\n"
+        "pool_mode = transaction\ndefault_pool_size = 1\n"
+        "ignore_startup_parameters = extra_float_digits,options\n"
+    )
+    tmp_path.chmod(0o755)
+    # PgBouncer refuses to run as root: it switches to the server's user then.
+    user = ["-u", "postgres"] if os.geteuid() == 0 else []
+    process = subprocess.Popen(  # noqa: S603
+        [binary, *user, str(tmp_path / "pgbouncer.ini")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while _port_is_free(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("pgbouncer did not start")
+            time.sleep(0.05)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+@pytest.mark.postgres
+def test_behind_a_transaction_pooler_preparation_must_be_off(pgbouncer: int, settings: Any) -> None:
+    """Two clients' statements meet on one server connection: only unprepared ones work."""
+    wrapper = type(connections[connection.alias])
+    clients = [
+        wrapper(
+            {**connection.settings_dict, "HOST": "127.0.0.1", "PORT": pgbouncer, "CONN_MAX_AGE": 0},
+            alias=f"pooled-{name}",
+        )
+        for name in ("a", "b")
+    ]
+    try:
+        first, second = clients
+        assert prepared.fetch_all(first, "SELECT %s + 1", [1]) == [(2,)]
+        # psycopg names the second client's statement as it named the first
+        # one's, on the server connection the first client just gave back.
+        with pytest.raises(DatabaseError, match="prepared statement"):
+            prepared.fetch_all(second, "SELECT %s * 2", [1])
+        second.close()
+        settings.PROJECT_STATS = {"PREPARED_STATEMENTS": False}
+        for _ in range(3):
+            for client in clients:
+                assert prepared.fetch_all(client, "SELECT %s * 2", [1]) == [(2,)]
+                assert prepared.fetch_all(client, "SELECT %s + 3", [1]) == [(4,)]
+    finally:
+        for client in clients:
+            client.close()
