@@ -15,6 +15,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PARTS = [
     ("http_read.py", []),
+    ("in_process.py", ["--setup", "shipped", "--setup", "health-checks", "--setup", "pool"]),
+    ("prepared_plans.py", []),
     ("round_trips.py", []),
     ("ingest.py", []),
     ("buffer.py", []),

@@ -95,11 +95,15 @@ TEMPLATES = [
 
 WSGI_APPLICATION = "config.wsgi.application"
 
+# Persistent connections without a health check: one database round trip
+# per stats request. A check would add a "SELECT 1" to every request to
+# spare the one request per worker that fails (503, Retry-After) after the
+# database dropped its connections; see the README's deployment advice.
 DATABASES = {
     "default": dj_database_url.config(
         default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
-        conn_max_age=int(os.environ.get("CONN_MAX_AGE", "60")),
-        conn_health_checks=True,
+        conn_max_age=env_int("CONN_MAX_AGE", 60),
+        conn_health_checks=env_flag("CONN_HEALTH_CHECKS", False),
     )
 }
 

@@ -34,7 +34,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, Model, Q
 from django.utils.functional import LazyObject, empty
 
-from . import tsdb
+from . import prepared, tsdb
 from .models import (
     LAST_USED_INTERVAL,
     ApiToken,
@@ -432,7 +432,9 @@ def look_up(
             params += projects_params
     counts_read = False
     if read is not None and router.db_for_read(EventCount) == alias:
-        counts = read.sql(connection, projects, projects_params, summed=summed)
+        counts = read.sql(
+            connection, projects, projects_params, summed=summed, single=project is not None
+        )
         counts_read = True
         if counts is not None:
             counts_sql, counts_params = counts
@@ -444,10 +446,7 @@ def look_up(
                 params += [*projects_params, max_projects]
 
     found = Found(counts=[] if counts_read else None)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    for row in rows:
+    for row in prepared.fetch_all(connection, sql, params):
         if row[0] == 1:
             found.counts.append(tuple(row[13:16]))  # type: ignore[union-attr]
             continue

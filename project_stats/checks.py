@@ -127,6 +127,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="project_stats.E006",
             )
         )
+    if not isinstance(project_stats_settings.raw("PREPARED_STATEMENTS"), bool):
+        errors.append(
+            Error(
+                "PROJECT_STATS['PREPARED_STATEMENTS'] must be True or False, "
+                f"got {project_stats_settings.raw('PREPARED_STATEMENTS')!r}.",
+                id="project_stats.E024",
+            )
+        )
     return errors
 
 
@@ -162,6 +170,24 @@ def check_database(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                     "SQLite to store times in UTC.",
                     hint="Remove TIME_ZONE from this database's settings (or set it to 'UTC').",
                     id="project_stats.E009",
+                )
+            )
+        if (
+            connection.vendor == "postgresql"
+            and connection.settings_dict.get("DISABLE_SERVER_SIDE_CURSORS")
+            and project_stats_settings.raw("PREPARED_STATEMENTS") is True
+        ):
+            # Django's advice for PgBouncer in transaction mode: such a pooler
+            # hands the connection to another client after each transaction,
+            # and a prepared statement does not follow.
+            errors.append(
+                Warning(
+                    f"DATABASES[{alias!r}] sets DISABLE_SERVER_SIDE_CURSORS, as behind a "
+                    "transaction-mode pooler, but project_stats prepares its statements.",
+                    hint="Set PROJECT_STATS['PREPARED_STATEMENTS'] = False behind PgBouncer "
+                    "in transaction mode (PgBouncer 1.21+ with max_prepared_statements > 0 "
+                    "keeps them: silence this warning then).",
+                    id="project_stats.W003",
                 )
             )
     return errors

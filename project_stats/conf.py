@@ -26,6 +26,10 @@ DEFAULTS: dict[str, Any] = {
     # None: every write goes straight to the database. A dict (see
     # BUFFER_DEFAULTS) puts a Redis write buffer in front of it.
     "BUFFER": None,
+    # Prepare the read path's statements on PostgreSQL (planned once per
+    # connection). False behind a pooler that shares a connection between
+    # clients per transaction (PgBouncer's transaction mode).
+    "PREPARED_STATEMENTS": True,
 }
 
 BUFFER_DEFAULTS: dict[str, Any] = {
@@ -91,6 +95,10 @@ class ProjectStatsSettings:
         if value is None:
             return None
         return {**BUFFER_DEFAULTS, **value}
+
+    @property
+    def PREPARED_STATEMENTS(self) -> bool:
+        return bool(self._get("PREPARED_STATEMENTS"))
 
     def raw(self, name: str) -> Any:
         """The configured value as written, for the system checks."""

@@ -37,7 +37,9 @@ from .schema import (
 from .serializers import (
     InvalidQuery,
     OrganizationStatsQuerySerializer,
+    ParsedQuery,
     ProjectSerializer,
+    QueryParser,
     StatsQuerySerializer,
     check_total_points,
     render_series,
@@ -78,7 +80,7 @@ class StatsEndpoint(APIView):
     now: datetime
     # The access statement's keyword arguments (``read``: the planned counts).
     statement: dict[str, Any]
-    parameters: StatsQuerySerializer
+    parameters: ParsedQuery
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         method = (request.method or "").lower()
@@ -183,7 +185,8 @@ class ProjectStatsView(StatsEndpoint):
     path_has_project = True
 
     def prepare(self, request: Request) -> dict[str, Any]:
-        self.parameters = StatsQuerySerializer(data=request.query_params, context={"now": self.now})
+        parser = QueryParser.of(StatsQuerySerializer)
+        self.parameters = parser.parse(request.query_params, now=self.now)
         return _read_arguments(self.parameters, self.now)
 
     @project_stats_schema
@@ -252,7 +255,7 @@ def _without_counts(statement: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in statement.items() if k not in ("read", "environment")}
 
 
-def _read_arguments(query: StatsQuerySerializer, now: datetime) -> dict[str, Any]:
+def _read_arguments(query: ParsedQuery, now: datetime) -> dict[str, Any]:
     """The access statement's ``read`` and ``environment`` for a parsed query."""
     arguments: dict[str, Any] = {}
     stat = query.initial_data.get("stat", DEFAULT_STAT)
@@ -331,9 +334,8 @@ class OrganizationStatsView(OrganizationEndpointMixin, StatsEndpoint):
     schema = OrganizationStatsSchema()
 
     def prepare(self, request: Request) -> dict[str, Any]:
-        self.parameters = OrganizationStatsQuerySerializer(
-            data=request.query_params, context={"now": self.now}
-        )
+        parser = QueryParser.of(OrganizationStatsQuerySerializer)
+        self.parameters = parser.parse(request.query_params, now=self.now)
         self.projects = ProjectIdFilter(request.query_params, queryset=Project.objects.all())
         arguments = _read_arguments(self.parameters, self.now)
         if not self.projects.is_valid():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -361,3 +362,83 @@ def test_a_bad_project_id_reads_no_counts(
     assert response.status_code == 400
     (statement,) = queries.captured_queries
     assert "eventcount" not in statement["sql"]
+
+
+@pytest.fixture
+def round_trips(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[], Any]], int]:
+    """Database round trips of a call, counted in psycopg: each wait for the server's results.
+
+    Django's query log misses what psycopg sends on its own (the preparation
+    of a statement, transaction commands); this counts every exchange.
+    """
+    import psycopg._cursor_base
+    import psycopg.generators
+
+    count = [0]
+    real = psycopg.generators.execute
+
+    def execute(pgconn: Any) -> Any:
+        count[0] += 1
+        return real(pgconn)
+
+    # The cursor holds its own reference; connections look it up on the module.
+    monkeypatch.setattr(psycopg._cursor_base, "execute", execute)
+    monkeypatch.setattr(psycopg.generators, "execute", execute)
+
+    def measure(call: Callable[[], Any]) -> int:
+        before = count[0]
+        call()
+        return count[0] - before
+
+    return measure
+
+
+@pytest.mark.postgres
+def test_the_default_request_is_one_round_trip(
+    client: Client,
+    project: Project,
+    auth: dict[str, str],
+    round_trips: Callable[[Callable[[], Any]], int],
+) -> None:
+    path = stats_path(project.organization.slug, project.slug)
+
+    def get() -> None:
+        assert client.get(path, **auth).status_code == 200
+
+    def prepared() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_prepared_statements")
+            return int(cursor.fetchone()[0])
+
+    # A new token: the statement and the write of last_used; the statement
+    # is prepared first where this connection has not run it yet (one
+    # exchange more, once per connection).
+    before = prepared()
+    with CaptureQueriesContext(connection) as queries:
+        trips = round_trips(get)
+    assert trips == 2 + (prepared() - before)
+    assert prepared() - before in (0, 1)
+    assert len(queries.captured_queries) == 2
+    assert queries.captured_queries[1]["sql"].startswith("UPDATE")
+    # From then on: one round trip, the statement.
+    for _ in range(3):
+        with CaptureQueriesContext(connection) as queries:
+            assert round_trips(get) == 1
+        assert len(queries.captured_queries) == 1
+    # last_used is written again once it is over a minute old: one more.
+    ApiToken.objects.update(last_used=timezone.now() - timedelta(minutes=2))
+    assert round_trips(get) == 2
+    assert round_trips(get) == 1
+
+
+def test_the_default_request_runs_one_statement(
+    client: Client, project: Project, auth: dict[str, str]
+) -> None:
+    """Both databases: the statement, and the write of last_used when it is due."""
+    path = stats_path(project.organization.slug, project.slug)
+    counts = []
+    for _ in range(3):
+        with CaptureQueriesContext(connection) as queries:
+            assert client.get(path, **auth).status_code == 200
+        counts.append(len(queries.captured_queries))
+    assert counts == [2, 1, 1]

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from django.core.checks import ERROR
+from django.core.checks import ERROR, WARNING
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.db import connection
@@ -50,6 +50,8 @@ def test_defaults_pass(settings) -> None:  # type: ignore[no-untyped-def]
         ({"MAX_TOTAL_POINTS": 0}, "project_stats.E020"),
         ({"MAX_TOTAL_POINTS": "many"}, "project_stats.E020"),
         ({"MAX_TOTAL_POINTS": True}, "project_stats.E020"),
+        ({"PREPARED_STATEMENTS": 0}, "project_stats.E024"),
+        ({"PREPARED_STATEMENTS": "off"}, "project_stats.E024"),
         ({"FULL_SCOPE_AUTHENTICATION_CLASSES": "x.Y"}, "project_stats.E021"),
         ({"FULL_SCOPE_AUTHENTICATION_CLASSES": [3]}, "project_stats.E021"),
         ({"FULL_SCOPE_AUTHENTICATION_CLASSES": ["nowhere.Nothing"]}, "project_stats.E022"),
@@ -214,6 +216,18 @@ def test_sqlite_database_time_zone_is_refused(monkeypatch, zone: str) -> None:  
 def test_sqlite_database_time_zone_utc_passes(monkeypatch, zone: str | None) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setitem(connection.settings_dict, "TIME_ZONE", zone)
     assert check_database() == []
+
+
+@pytest.mark.parametrize("prepared", [True, False])
+def test_a_transaction_pooler_with_prepared_statements_is_a_warning(  # type: ignore[no-untyped-def]
+    settings, monkeypatch, prepared: bool
+) -> None:
+    # DISABLE_SERVER_SIDE_CURSORS is Django's own advice for PgBouncer in transaction mode.
+    monkeypatch.setitem(connection.settings_dict, "DISABLE_SERVER_SIDE_CURSORS", True)
+    monkeypatch.setattr(connection, "vendor", "postgresql")
+    settings.PROJECT_STATS = {"PREPARED_STATEMENTS": prepared}
+    found = [(m.id, m.level) for m in check_database()]
+    assert found == ([("project_stats.W003", WARNING)] if prepared else [])
 
 
 GOOD_BUFFER = {"URL": "redis://127.0.0.1:6379/0"}

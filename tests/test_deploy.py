@@ -86,3 +86,14 @@ def test_a_misconfigured_environment_stops_the_site(env: dict[str, str], message
     result = run("check", **env)
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def test_database_connections_persist_without_a_health_check_unless_asked() -> None:
+    # One round trip per stats request; a health check would add a second.
+    database = 'DATABASES["default"]'
+    url = {"DATABASE_URL": "postgres://stats@db.example/stats"}
+    assert setting(f"{database}['CONN_MAX_AGE']", **url) == "60"
+    assert setting(f"{database}['CONN_HEALTH_CHECKS']", **url) == "False"
+    checked = setting(f"{database}['CONN_HEALTH_CHECKS']", **url, CONN_HEALTH_CHECKS="1")
+    assert checked == "True"
+    assert setting(f"{database}['CONN_MAX_AGE']", **url, CONN_MAX_AGE="600") == "600"

@@ -4,9 +4,19 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.http import QueryDict
+from django.urls import reverse
+from hypothesis import given
+from hypothesis import strategies as st
+from rest_framework import serializers
 from rest_framework.exceptions import NotFound
 
-from project_stats.serializers import InvalidQuery, StatsQuerySerializer, render_series
+from project_stats.serializers import (
+    InvalidQuery,
+    OrganizationStatsQuerySerializer,
+    QueryParser,
+    StatsQuerySerializer,
+    render_series,
+)
 
 NOW = datetime(2024, 3, 5, 13, 37, 42, 500000, tzinfo=UTC)
 
@@ -144,3 +154,58 @@ def test_render_series_int_and_float(settings) -> None:  # type: ignore[no-untyp
     rendered = render_series(points)
     assert rendered == [[1536526800.0, 1254], [1536530400.0, 0]]
     assert isinstance(rendered[0][0], float)
+
+
+# The views parse with QueryParser (fields built once); the serializers declare
+# the fields and validate the same way when used as DRF serializers.
+parameter_text = st.one_of(
+    st.text(max_size=12),
+    st.sampled_from(
+        ["received", "generated", "nope", "10s", "1h", "60m", "1d", "1w", "organization"]
+        + ["project", "0", "1709640000", "1709630000.5", "2024-03-05T10:00:00Z", "nan", "1e20"]
+        + ["a\x00b", "\ud800", " ", "1709640000000"]
+    ),
+)
+queries = st.dictionaries(
+    st.sampled_from(["stat", "since", "until", "resolution", "environment", "group", "x"]),
+    parameter_text,
+)
+
+
+@given(data=queries, organization=st.booleans())
+def test_the_parser_validates_as_the_serializer_does(data: dict, organization: bool) -> None:
+    serializer_class = OrganizationStatsQuerySerializer if organization else StatsQuerySerializer
+    serializer = serializer_class(data=data, context={"now": NOW})
+    parsed = QueryParser.of(serializer_class).parse(data, now=NOW)
+    assert parsed.is_valid() == serializer.is_valid()
+    assert parsed.errors == serializer.errors
+    assert parsed.validated_data == (serializer.validated_data if serializer.is_valid() else {})
+    assert parsed.initial_data == serializer.initial_data
+
+
+def test_a_parser_is_built_once_per_query_class() -> None:
+    assert QueryParser.of(StatsQuerySerializer) is QueryParser.of(StatsQuerySerializer)
+    assert QueryParser.of(StatsQuerySerializer) is not QueryParser.of(
+        OrganizationStatsQuerySerializer
+    )
+
+
+def test_a_request_builds_no_serializer(client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The query is parsed without building a serializer (and deep-copying its fields)."""
+    built = []
+    original = serializers.Serializer.__init__
+
+    def counting(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        built.append(type(self))
+        original(self, *args, **kwargs)
+
+    path = reverse(
+        "project_stats:project-stats",
+        kwargs={"organization_id_or_slug": "some-org", "project_id_or_slug": "some-project"},
+    )
+    client.get(path + "?stat=received")  # the parsers are built on first use
+    monkeypatch.setattr(serializers.Serializer, "__init__", counting)
+    for query_string in ("", "?stat=nope", "?resolution=10s&since=1709640000"):
+        response = client.get(path + query_string, HTTP_AUTHORIZATION="Bearer psk_unknown")
+        assert response.status_code == 401
+    assert built == []

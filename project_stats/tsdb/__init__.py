@@ -338,12 +338,14 @@ class RangeQuery:
         params: Sequence[Any] = (),
         *,
         summed: bool = False,
+        single: bool = False,
     ) -> tuple[str, list[Any]] | None:
         """``(sql, params)`` selecting ``(project_id, bucket_start, count)`` rows.
 
         ``projects`` is SQL selecting the project ids (with ``params``);
-        ``summed`` adds the projects up per bucket (project ``NULL``). None
-        when the series is empty (nothing to read).
+        ``summed`` adds the projects up per bucket (project ``NULL``);
+        ``single`` says ``projects`` selects at most one id. None when the
+        series is empty (nothing to read).
         """
         if not self.buckets:
             return None
@@ -357,6 +359,7 @@ class RangeQuery:
             first=self.buckets[0],
             last=self.buckets[-1],
             summed=summed,
+            single=single,
         )
 
     def series(self, rows: Iterable[Sequence[Any]]) -> list[tuple[int, int]]:

@@ -16,6 +16,7 @@ from django.db import DataError, OperationalError, connections, router, transact
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, Model, QuerySet, Sum
 
+from .. import prepared
 from ..models import AppliedBatch, EventCount, Project
 from .rollups import epoch_to_datetime
 
@@ -223,9 +224,8 @@ def read_buckets(
         adapt(epoch_to_datetime(first)),
         adapt(epoch_to_datetime(last)),
     ]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return {int(epoch_value): count for epoch_value, count in cursor.fetchall()}
+    rows = prepared.fetch_all(connection, sql, params)
+    return {int(epoch_value): count for epoch_value, count in rows}
 
 
 def _epoch_sql(connection: BaseDatabaseWrapper, column: str) -> str:
@@ -246,6 +246,7 @@ def series_sql(
     first: int,
     last: int,
     summed: bool = False,
+    single: bool = False,
 ) -> tuple[str, list[Any]]:
     """A ``SELECT`` of stored buckets, for a caller to run inside its own statement.
 
@@ -265,8 +266,15 @@ def series_sql(
     def prep(name: str, value: Any) -> Any:
         return cast("Field[Any, Any]", meta.get_field(name)).get_db_prep_value(value, connection)
 
+    # The projects as the scalar subquery of a single project: the planner
+    # then probes the unique index with that id whatever the table's statistics
+    # (a generic plan may otherwise join ``IN (subquery)`` by scanning the
+    # (rollup, timestamp) index across every project).
+    in_projects = (
+        f"{col('project')} = ({projects})" if single else f"{col('project')} IN ({projects})"
+    )
     where = (
-        f"{col('project')} IN ({projects}) AND {col('stat')} = %s AND {col('rollup')} = %s "
+        f"{in_projects} AND {col('stat')} = %s AND {col('rollup')} = %s "
         f"AND {col('environment')} = %s "
         f"AND {col('timestamp')} >= %s AND {col('timestamp')} <= %s"
     )
@@ -759,13 +767,12 @@ def read_cells(
         params += list(batch_ids)
     cells: dict[tuple[int, int, int], int] = {}
     applied: set[str] = set()
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        for project_id, stat, epoch_value, count, batch_id in cursor.fetchall():
-            if batch_id is not None:
-                applied.add(batch_id)
-            else:
-                cells[(int(project_id), int(stat), int(epoch_value))] = int(count)
+    rows = prepared.fetch_all(connection, sql, params)
+    for project_id, stat, epoch_value, count, batch_id in rows:
+        if batch_id is not None:
+            applied.add(batch_id)
+        else:
+            cells[(int(project_id), int(stat), int(epoch_value))] = int(count)
     return cells, applied
 
 
