@@ -480,27 +480,43 @@ def _per_node(config: dict[str, Any], source: str, calls: Sequence[Call]) -> lis
             continue
         todo = indexes
         for _attempt in range(2):
+            pool = node_client.connection_pool
             try:
                 # Connected (and checked) before anything is sent: a failure
                 # here certainly ran nothing.
-                connection = node_client.connection_pool.get_connection()
+                connection = pool.get_connection()
             except failures as error:
                 for index in todo:
                     replies[index] = _unavailable(error, sent=False)
                 break
-            pipe = node_client.pipeline(transaction=False)
-            pipe.connection = connection  # released to the pool by reset()
+            # A pipeline of our own on that connection: one write, the
+            # replies read in order, nothing ever resent.
+            results: list[Any] = []
             try:
-                for index in todo:
-                    _, keys, args = calls[index]
-                    pipe.evalsha(_SHA[source], len(keys), *keys, *args)
-                results = pipe.execute(raise_on_error=False)
+                sha = _SHA[source]
+                connection.send_packed_command(
+                    connection.pack_commands(
+                        [
+                            ("EVALSHA", sha, len(calls[i][1]), *calls[i][1], *calls[i][2])
+                            for i in todo
+                        ]
+                    )
+                )
+                for _ in todo:
+                    try:
+                        results.append(connection.read_response())
+                    except ResponseError as error:
+                        results.append(error)
             except failures as error:
+                connection.disconnect()  # replies may still be on the way
                 for index in todo:
                     replies[index] = _unavailable(error, sent=True)
                 break
+            except BaseException:
+                connection.disconnect()
+                raise
             finally:
-                pipe.reset()
+                pool.release(connection)
             missing = []
             for index, result in zip(todo, results, strict=True):
                 replies[index] = result
