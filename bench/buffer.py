@@ -27,6 +27,7 @@ import statistics
 import sys
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,18 @@ def setup(buffer: dict[str, Any] | None) -> None:
 def batch(rng: random.Random, ids: list[int], now: float) -> list[tuple[int, str, float, int]]:
     """1,000 events of the last second, as live ingestion sends them."""
     return [(rng.choice(ids), rng.choice(STATS), now - rng.random(), 1) for _ in range(1000)]
+
+
+def big_batch(
+    rng: random.Random, ids: list[int], now: float, kind: str
+) -> list[tuple[int, str, Any, int, str | None]]:
+    """10,000 events of the last second, half with an environment."""
+    events: list[tuple[int, str, Any, int, str | None]] = []
+    for i in range(10_000):
+        second = now - rng.random()
+        moment: Any = second if kind == "float" else datetime.fromtimestamp(second, UTC)
+        events.append((rng.choice(ids), STATS[i % 4], moment, 1, "prod" if i % 2 else None))
+    return events
 
 
 def writer(
@@ -180,6 +193,14 @@ def main() -> None:
         for events in batches:
             tsdb.incr_many(events)
         rates[f"incr_many {name}"] = 20_000 / (time.perf_counter() - t)
+        # Large batches: 10,000 events over 100 projects, 4 stats, half with
+        # an environment, timestamps as floats and as datetimes.
+        for kind in ("float", "datetime"):
+            large = [big_batch(rng, ids[:100], now, kind) for _ in range(5)]
+            t = time.perf_counter()
+            for events in large:
+                tsdb.incr_many(events)
+            rates[f"incr_many large {kind} {name}"] = 50_000 / (time.perf_counter() - t)
     use(buffer)
     tsdb.flush()
 
@@ -242,6 +263,16 @@ def main() -> None:
                     f"{rates['incr buffer']:,.0f}",
                     f"{rates['incr buffer'] / rates['incr direct']:.1f}x",
                 ],
+                *(
+                    [
+                        f"`tsdb.incr_many`, events/s, 10,000-event batches over 100 projects, "
+                        f"half with an environment, {kind} timestamps",
+                        f"{rates[f'incr_many large {kind} direct']:,.0f}",
+                        f"{rates[f'incr_many large {kind} buffer']:,.0f}",
+                        f"{rates[f'incr_many large {kind} buffer'] / rates[f'incr_many large {kind} direct']:.1f}x",  # noqa: E501
+                    ]
+                    for kind in ("float", "datetime")
+                ),
                 [
                     "`tsdb.incr_many`, events/s, 1,000-event batches",
                     f"{rates['incr_many direct']:,.0f}",
