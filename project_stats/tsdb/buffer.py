@@ -471,23 +471,40 @@ def read(
 
     One Redis round trip per node, then one SQL statement.
     """
+    cells = read_stats(project_ids, [stat], environment, rollup, buckets)
+    return {(pk, epoch): count for (pk, _, epoch), count in cells.items()}
+
+
+def read_stats(
+    project_ids: Sequence[int],
+    stats: Sequence[int],
+    environment: str,
+    rollup: int,
+    buckets: Sequence[int],
+) -> dict[tuple[int, int, int], int]:
+    """Stored plus buffered counts of several stats keyed by ``(project_id, stat, bucket_start)``.
+
+    One Redis round trip per node, then one SQL statement, however many stats.
+    """
     config = _config()
     ids = sorted(set(project_ids))
     fields: defaultdict[int, list[str]] = defaultdict(list)
     for project_id in ids:
         shard = _shard(config, project_id)
-        fields[shard] += [_field(project_id, stat, rollup, e, environment) for e in buckets]
-    batches = (_buffered(fields) if ids else None) or {}
+        fields[shard] += [
+            _field(project_id, stat, rollup, e, environment) for stat in stats for e in buckets
+        ]
+    batches = (_buffered(fields) if ids and stats else None) or {}
     cells, applied = database.read_cells(
-        ids, stat, environment, rollup, buckets[0], buckets[-1], sorted(batches)
+        ids, stats, environment, rollup, buckets[0], buckets[-1], sorted(batches)
     )
     pending: Counter[str] = Counter()
     for batch_id, deltas in batches.items():
         if batch_id not in applied:
             pending.update(deltas)
     for field, delta in pending.items():
-        pk, _, _, epoch, _ = field.split(":", 4)
-        key = (int(pk), int(epoch))
+        pk, stat, _, epoch, _ = field.split(":", 4)
+        key = (int(pk), int(stat), int(epoch))
         cells[key] = cells.get(key, 0) + delta
     return cells
 

@@ -255,6 +255,50 @@ def series_sql(
     return sql, params
 
 
+def stats_sql(
+    connection: BaseDatabaseWrapper,
+    projects: str,
+    projects_params: Sequence[Any],
+    *,
+    stats: Sequence[int],
+    environment: str,
+    rollup: int,
+    first: int,
+    last: int,
+) -> tuple[str, list[Any]]:
+    """:func:`series_sql` for several stats at once, unsummed.
+
+    Rows are ``(project_id, bucket_start_epoch, count, stat)``.
+    """
+    qn = connection.ops.quote_name
+    meta = EventCount._meta
+
+    def col(name: str) -> str:
+        return f"c.{qn(_column(name))}"
+
+    def prep(name: str, value: Any) -> Any:
+        return cast("Field[Any, Any]", meta.get_field(name)).get_db_prep_value(value, connection)
+
+    epoch = _epoch_sql(connection, col("timestamp"))
+    sql = (
+        f"SELECT {col('project')} AS project_id, {epoch} AS bucket, {col('count')} AS n, "  # noqa: S608
+        f"{col('stat')} AS stat FROM {qn(meta.db_table)} c "
+        f"WHERE {col('project')} IN ({projects}) "
+        f"AND {col('stat')} IN ({', '.join(['%s'] * len(stats))}) AND {col('rollup')} = %s "
+        f"AND {col('environment')} = %s "
+        f"AND {col('timestamp')} >= %s AND {col('timestamp')} <= %s"
+    )
+    params = [
+        *projects_params,
+        *(prep("stat", stat) for stat in stats),
+        prep("rollup", rollup),
+        prep("environment", environment),
+        prep("timestamp", epoch_to_datetime(first)),
+        prep("timestamp", epoch_to_datetime(last)),
+    ]
+    return sql, params
+
+
 def environment_sql(
     connection: BaseDatabaseWrapper, organization: str, environment: str
 ) -> tuple[str, list[Any]]:
@@ -609,15 +653,15 @@ def apply_batches(
 
 def read_cells(
     project_ids: Sequence[int],
-    stat: int,
+    stats: Sequence[int],
     environment: str,
     rollup: int,
     first: int,
     last: int,
     batch_ids: Sequence[str],
-) -> tuple[dict[tuple[int, int], int], set[str]]:
-    """Stored counts keyed by ``(project_id, bucket_start)``, and which of ``batch_ids``
-    are applied, from one statement: both come from the same snapshot.
+) -> tuple[dict[tuple[int, int, int], int], set[str]]:
+    """Stored counts keyed by ``(project_id, stat, bucket_start)``, and which of
+    ``batch_ids`` are applied, from one statement: both come from the same snapshot.
     """
     connection = connections[router.db_for_read(EventCount)]
     names = _names(connection)
@@ -630,15 +674,17 @@ def read_cells(
     if not project_ids:
         project_ids = [0]  # matches nothing; keeps the statement valid
     marks = ", ".join(["%s"] * len(project_ids))
+    stat_marks = ", ".join(["%s"] * len(stats)) or "NULL"
     sql = (
-        f"SELECT {names['project']}, {epoch}, {names['count']}, NULL FROM {names['table']} "  # noqa: S608
-        f"WHERE {names['project']} IN ({marks}) AND {names['stat']} = %s "
+        f"SELECT {names['project']}, {names['stat']}, {epoch}, {names['count']}, NULL "  # noqa: S608
+        f"FROM {names['table']} "
+        f"WHERE {names['project']} IN ({marks}) AND {names['stat']} IN ({stat_marks}) "
         f"AND {names['rollup']} = %s AND {names['environment']} = %s "
         f"AND {names['timestamp']} >= %s AND {names['timestamp']} <= %s"
     )
     params: list[Any] = [
         *project_ids,
-        stat,
+        *stats,
         rollup,
         environment,
         adapt(epoch_to_datetime(first)),
@@ -646,20 +692,20 @@ def read_cells(
     ]
     if batch_ids:
         sql += (
-            f" UNION ALL SELECT NULL, NULL, NULL, {qn('batch_id')} "  # noqa: S608
+            f" UNION ALL SELECT NULL, NULL, NULL, NULL, {qn('batch_id')} "  # noqa: S608
             f"FROM {qn(AppliedBatch._meta.db_table)} "
             f"WHERE {qn('batch_id')} IN ({', '.join(['%s'] * len(batch_ids))})"
         )
         params += list(batch_ids)
-    cells: dict[tuple[int, int], int] = {}
+    cells: dict[tuple[int, int, int], int] = {}
     applied: set[str] = set()
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        for project_id, epoch_value, count, batch_id in cursor.fetchall():
+        for project_id, stat, epoch_value, count, batch_id in cursor.fetchall():
             if batch_id is not None:
                 applied.add(batch_id)
             else:
-                cells[(int(project_id), int(epoch_value))] = int(count)
+                cells[(int(project_id), int(stat), int(epoch_value))] = int(count)
     return cells, applied
 
 
