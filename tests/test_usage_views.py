@@ -8,8 +8,10 @@ answer never depends on when the test runs. With TEST_BUFFER set (see
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -639,3 +641,40 @@ def test_schema_lists_the_endpoint(client: Client) -> None:
         "interval",
     }
     assert {"200", "400", "401", "403", "404"} <= set(operation["responses"])
+
+
+SENTRY_SCHEMA = Path(__file__).resolve().parent / "spec" / "sentry-openapi-stats-v2.json"
+
+
+def test_our_schema_covers_sentrys(client: Client) -> None:
+    sentry = json.loads(SENTRY_SCHEMA.read_text())
+    [(path, item)] = sentry["paths"].items()
+    theirs = item["get"]
+    ours = client.get("/api/0/schema/", {"format": "json"}).json()["paths"][path]["get"]
+    assert ours["operationId"] == theirs["operationId"] == "listOrganizationStatsV2"
+    our_params = {p["name"]: p for p in ours["parameters"]}
+    for param in theirs["parameters"]:
+        mine = our_params[param["name"]]
+        assert mine["in"] == param["in"]
+        their_enum = set(param["schema"].get("items", param["schema"]).get("enum", []))
+        our_enum = set(mine["schema"].get("items", mine["schema"]).get("enum", []) or [])
+        assert their_enum <= our_enum or not their_enum, param["name"]
+    assert set(theirs["responses"]) <= set(ours["responses"])
+
+
+def test_sentrys_schema_accepts_our_answers(
+    client: Client, counts: None, auth: dict[str, str], base: int
+) -> None:
+    import jsonschema
+
+    sentry = json.loads(SENTRY_SCHEMA.read_text())
+    [item] = sentry["paths"].values()
+    schema = item["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    for params in (
+        GRAFANA,
+        {"field": "sum(quantity)", "category": "error"},
+        {"field": "sum(times_seen)", "groupBy": ["project", "category"]},
+    ):
+        response = get(client, auth, **params, start=base, end=base + 3 * HOUR)
+        assert response.status_code == 200
+        jsonschema.validate(response.json(), schema)
