@@ -13,7 +13,7 @@ CHROMIUM ?= /usr/bin/chromium
 export CHROMIUM
 PG_URL := $(or $(DATABASE_URL),postgres://postgres@127.0.0.1:5432/test)
 
-.PHONY: venv browser test test-sites lint typecheck run clean bench bench-backfill soak dist wheel-test
+.PHONY: venv browser node-client test test-sites lint typecheck run clean bench bench-backfill soak dist wheel-test
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,7 +32,29 @@ browser:
 			|| echo "NOTE: could not install Chromium; the browser tests will not run." >&2; \
 	fi
 
-test: venv browser
+# Sentry's generated TypeScript client (@sentry/api) for tests/test_usage_client.py,
+# installed from the committed lock file. Node.js and npm come from apt where
+# they are missing and we may (root); elsewhere that test skips, saying why,
+# unless REQUIRE_NODE=1 makes it a failure.
+CLIENT_DIR := tests/sentry_api_client
+node-client: $(CLIENT_DIR)/node_modules/.installed
+
+$(CLIENT_DIR)/node_modules/.installed: $(CLIENT_DIR)/package-lock.json
+	@if ! command -v npm >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "== installing Node.js and npm for the @sentry/api client test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null \
+			|| echo "NOTE: could not install Node.js and npm." >&2; \
+	fi
+	@if command -v npm >/dev/null 2>&1; then \
+		echo "== npm ci in $(CLIENT_DIR)"; \
+		cd $(CLIENT_DIR) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	elif [ "$(REQUIRE_NODE)" = "1" ]; then \
+		echo "npm is required (REQUIRE_NODE=1) but not found" >&2; exit 1; \
+	else \
+		echo "NOTE: npm not found; the @sentry/api client test will not run."; \
+	fi
+
+test: venv browser node-client
 	$(PY) -m pytest -q -p no:cacheprovider
 	@if $(PY) -c "import sys, psycopg; psycopg.connect(sys.argv[1], connect_timeout=3).close()" "$(PG_URL)" 2>/dev/null; then \
 		echo "== PostgreSQL: $(PG_URL)"; \
