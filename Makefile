@@ -100,6 +100,7 @@ wheel-test: venv
 
 DEMO_URL := http://127.0.0.1:$(PORT)
 EXAMPLE_PATH := /api/0/projects/the-interstellar-jurisdiction/pump-station/stats/
+V2_EXAMPLE := /api/0/organizations/the-interstellar-jurisdiction/stats_v2/?statsPeriod=1d&interval=1h&category=error&field=sum(quantity)&groupBy=outcome&groupBy=reason
 
 run: venv
 	$(PY) manage.py migrate --noinput
@@ -113,6 +114,8 @@ run: venv
 	token=$$(printf '%s\n' "$$out" | tail -n 1); \
 	echo "  API:   the last 24 hours of received events, hourly, with a fresh token for demo:"; \
 	echo "    curl -H \"Authorization: Bearer $$token\" $(DEMO_URL)$(EXAMPLE_PATH)"; \
+	echo "  stats_v2: the last day's events by outcome and reason, hourly (as Grafana asks):"; \
+	echo "    curl -H \"Authorization: Bearer $$token\" '$(DEMO_URL)$(V2_EXAMPLE)'"; \
 	echo "  schema: $(DEMO_URL)/api/0/schema/swagger/"
 	@echo
 	$(PY) manage.py runserver 127.0.0.1:$(PORT)
