@@ -224,9 +224,17 @@ class OrganizationStatsV2Schema(AutoSchema):
     """Sentry's ``stats_v2`` parameters (repeated keys for lists) and answer."""
 
     def get_override_parameters(self) -> list[Any]:
-        def many(name: str, enum: Any, description: str) -> OpenApiParameter:
+        def many(
+            name: str, enum: Any, description: str, required: bool = False
+        ) -> OpenApiParameter:
             return OpenApiParameter(
-                name, OpenApiTypes.STR, many=True, explode=True, enum=enum, description=description
+                name,
+                OpenApiTypes.STR,
+                many=True,
+                explode=True,
+                enum=enum,
+                required=required,
+                description=description,
             )
 
         return [
@@ -234,7 +242,8 @@ class OrganizationStatsV2Schema(AutoSchema):
             many(
                 "field",
                 list(FIELDS),
-                "Required, repeatable. Both are the number of events.",
+                "Repeatable. Both are the number of events.",
+                required=True,
             ),
             many(
                 "groupBy",

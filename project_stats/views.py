@@ -409,18 +409,19 @@ class OrganizationStatsV2View(OrganizationEndpointMixin, StatsEndpoint):
             raise InvalidQuery(self.error or "Invalid query")
         found = self.found or access.Found()
         selected = sorted(set(found.project_ids))
-        if query.project_ids is not None and self._too_many_points(len(query.project_ids)):
-            selected = list(query.project_ids)  # reported before the project check
-        elif query.project_ids is not None and len(selected) != len(query.project_ids):
-            raise PermissionDenied()
-        if self._too_many_points(len(selected)):
-            limit = project_stats_settings.MAX_TOTAL_POINTS
+        requested = query.project_ids
+        # The answer's size is a parameter's 400: reported before the project check.
+        count = len(requested) if requested is not None else len(selected)
+        if self._too_many_points(count):
+            intervals, limit = len(query.intervals), project_stats_settings.MAX_TOTAL_POINTS
             raise InvalidQuery(
-                f"groupBy=project would return {len(selected)} series of "
-                f"{len(query.intervals)} intervals, {len(selected) * len(query.intervals)} "
-                f"points in all; the limit is {limit} (MAX_TOTAL_POINTS). Select fewer "
-                "projects with project, narrow the range or choose a larger interval."
+                f"groupBy=project would return {count} series of {intervals} intervals, "
+                f"{count * intervals} points in all; the limit is {limit} (MAX_TOTAL_POINTS). "
+                "Select fewer projects with project, narrow the range or choose a larger "
+                "interval."
             )
+        if requested is not None and len(selected) != len(requested):
+            raise PermissionDenied()
         if found.counts is not None:
             cells = tsdb.StatsRangeQuery.cells(found.counts)
         else:
