@@ -355,13 +355,44 @@ def outcomes(
     received: int, rejected: int, blacklisted: int, filters: Mapping[str, int]
 ) -> list[tuple[str, str, int]]:
     """``(outcome, reason, count)`` of one project in one interval, zeros left out."""
-    rows = [("rate_limited", NO_REASON, rejected)]
-    rows += [("filtered", reason, count) for reason, count in filters.items()]
-    explained = sum(filters.values())
-    rows.append(("filtered", NO_REASON, max(0, blacklisted - explained)))
-    filtered = max(blacklisted, explained)
-    rows.append(("accepted", NO_REASON, max(0, received - rejected - filtered)))
-    return [row for row in rows if row[2] > 0]
+    rows = outcome_series(
+        [received], [rejected], [blacklisted], {name: [n] for name, n in filters.items()}
+    )
+    return [(outcome, reason, series[0]) for outcome, reason, series in rows]
+
+
+def outcome_series(
+    received: Sequence[int],
+    rejected: Sequence[int],
+    blacklisted: Sequence[int],
+    filters: Mapping[str, Sequence[int]],
+) -> list[tuple[str, str, list[int]]]:
+    """:func:`outcomes` interval by interval: ``(outcome, reason, series)``, all-zero ones left out.
+
+    Every sequence has one value per interval (of one project).
+    """
+    if filters:
+        explained = [sum(values) for values in zip(*filters.values(), strict=True)]
+    else:
+        explained = [0] * len(blacklisted)
+    filtered = [max(b, e) for b, e in zip(blacklisted, explained, strict=True)]
+    rows = [("rate_limited", NO_REASON, list(rejected))]
+    rows += [("filtered", reason, list(series)) for reason, series in filters.items()]
+    rows.append(
+        (
+            "filtered",
+            NO_REASON,
+            [max(0, b - e) for b, e in zip(blacklisted, explained, strict=True)],
+        )
+    )
+    rows.append(
+        (
+            "accepted",
+            NO_REASON,
+            [max(0, r - j - f) for r, j, f in zip(received, rejected, filtered, strict=True)],
+        )
+    )
+    return [row for row in rows if any(row[2])]
 
 
 def _format(epoch: int) -> str:
@@ -379,43 +410,41 @@ def answer(query: UsageQuery, cells: Mapping[tuple[int, int, int], int]) -> dict
     """
     stat_names = {STAT_CODES[name]: name for name in READ_STATS}
     count = len(query.intervals)
+    start, end, interval = query.start, query.end, query.interval
     # Stored buckets summed into intervals, per project and stat.
-    per_project: defaultdict[int, defaultdict[str, list[int]]] = defaultdict(
-        lambda: defaultdict(lambda: [0] * count)
-    )
+    per_project: defaultdict[int, dict[str, list[int]]] = defaultdict(dict)
     for (project_id, code, bucket), value in cells.items():
         name = stat_names.get(code)
-        if name is None or not query.start <= bucket < query.end:
+        if name is None or not start <= bucket < end:
             continue
-        per_project[project_id][name][(bucket - query.start) // query.interval] += value
+        stats = per_project[project_id]
+        series = stats.get(name)
+        if series is None:
+            series = stats[name] = [0] * count
+        series[(bucket - start) // interval] += value
     groups: defaultdict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0] * count)
     if query.counts_errors:
+        zeros = [0] * count
         for project_id, stats in per_project.items():
-            zeros = [0] * count
-            for index in range(count):
-                filters = {
-                    name: stats[name][index]
-                    for name in FILTER_STATS
-                    if name in stats and stats[name][index]
+            rows = outcome_series(
+                stats.get("received", zeros),
+                stats.get("rejected", zeros),
+                stats.get("blacklisted", zeros),
+                {name: stats[name] for name in FILTER_STATS if name in stats},
+            )
+            for outcome, reason, series in rows:
+                if query.outcomes is not None and outcome not in query.outcomes:
+                    continue
+                if query.reasons is not None and reason not in query.reasons:
+                    continue
+                labels = {
+                    "outcome": outcome,
+                    "category": "error",
+                    "reason": reason,
+                    "project": project_id,
                 }
-                for outcome, reason, value in outcomes(
-                    stats.get("received", zeros)[index],
-                    stats.get("rejected", zeros)[index],
-                    stats.get("blacklisted", zeros)[index],
-                    filters,
-                ):
-                    if query.outcomes is not None and outcome not in query.outcomes:
-                        continue
-                    if query.reasons is not None and reason not in query.reasons:
-                        continue
-                    labels = {
-                        "outcome": outcome,
-                        "category": "error",
-                        "reason": reason,
-                        "project": project_id,
-                    }
-                    key = tuple(labels[name] for name in query.group_by)
-                    groups[key][index] += value
+                group = groups[tuple(labels[name] for name in query.group_by)]
+                group[:] = [a + b for a, b in zip(group, series, strict=True)]
     if not query.group_by:
         groups.setdefault((), [0] * count)  # exactly one group, zero-filled if need be
     shaped = []
