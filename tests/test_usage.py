@@ -386,3 +386,28 @@ def test_timestamps_of_early_years_have_four_digits() -> None:
     answer = usage.answer(query, {})
     assert answer["start"] == "0001-01-01T00:00:00Z"
     assert answer["intervals"] == ["0001-01-01T00:00:00Z"]
+
+
+@given(
+    st.integers(1, 6).flatmap(
+        lambda n: st.tuples(
+            *[st.lists(st.integers(0, 50), min_size=n, max_size=n) for _ in range(5)]
+        )
+    )
+)
+def test_outcome_series_is_outcomes_interval_by_interval(
+    columns: tuple[list[int], ...],
+) -> None:
+    received, rejected, blacklisted, cors, localhost = columns
+    rows = usage.outcome_series(
+        received, rejected, blacklisted, {"cors": cors, "localhost": localhost}
+    )
+    for index in range(len(received)):
+        expected = usage.outcomes(
+            received[index],
+            rejected[index],
+            blacklisted[index],
+            {"cors": cors[index], "localhost": localhost[index]},
+        )
+        got = [(o, r, series[index]) for o, r, series in rows if series[index]]
+        assert got == expected
