@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PARTS = [
     ("http_read.py", []),
     ("round_trips.py", []),
+    ("stats_v2.py", []),
     ("ingest.py", []),
     ("buffer.py", []),
     ("backfill.py", []),
