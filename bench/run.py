@@ -18,6 +18,7 @@ PARTS = [
     ("in_process.py", ["--setup", "shipped", "--setup", "health-checks", "--setup", "pool"]),
     ("prepared_plans.py", []),
     ("round_trips.py", []),
+    ("stats_v2.py", []),
     ("ingest.py", []),
     ("buffer.py", []),
     ("buffer_reads.py", []),

@@ -62,6 +62,8 @@ MAX_SLUG_LENGTH = 50
 # Both primary keys are BigAutoFields: larger ids match no row (and would
 # overflow the database's integer).
 MAX_ID = 2**63 - 1
+# The widest row a counts read selects (a StatsRangeQuery's).
+COUNT_COLUMNS = 4
 
 
 def id_or_slug(value: object) -> IdOrSlug | None:
@@ -330,12 +332,13 @@ def look_up(
     project: IdOrSlug | None = None,
     digest: str | None = None,
     user: AbstractBaseUser | TokenUser | None = None,
-    read: tsdb.RangeQuery | None = None,
+    read: tsdb.RangeQuery | tsdb.StatsRangeQuery | None = None,
     environment: str | None = None,
     project_ids: Sequence[int] | None = None,
     summed: bool = False,
     list_projects: bool = False,
     max_projects: int | None = None,
+    require_projects: int | None = None,
     now: datetime,
 ) -> Found:
     """Read everything a stats request decides on, in one statement.
@@ -353,7 +356,9 @@ def look_up(
     ``Found.counts`` is None and the caller reads them through ``tsdb``).
     With ``list_projects`` (organization targets), the ids of those projects;
     with ``max_projects`` too, the counts are read only if there are at most
-    that many (the database counts them first, once, before any count).
+    that many (the database counts them first, once, before any count);
+    with ``require_projects``, only if there are exactly that many (every id
+    of ``project_ids`` is one of the organization's projects).
     ``organization`` None stands for a path no row can match: only the token
     is read.
     """
@@ -400,8 +405,8 @@ def look_up(
             params += env_params
 
     # PostgreSQL types a UNION's columns branch by branch: the counts' columns
-    # must not start out as untyped NULLs.
-    typed_nulls = ", ".join(["CAST(NULL AS bigint)"] * 3)
+    # must not start out as untyped NULLs. Reads select up to COUNT_COLUMNS.
+    typed_nulls = ", ".join(["CAST(NULL AS bigint)"] * COUNT_COLUMNS)
     sql = (
         f"WITH {', '.join(ctes)} SELECT 0, {token_columns}, target.pid, target.ps, target.oid, "  # noqa: S608
         f"{environment_column}, {typed_nulls} FROM {source} LEFT JOIN target ON 1 = 1"
@@ -426,7 +431,8 @@ def look_up(
             projects_params = wanted
         if list_projects:
             sql += (
-                f" UNION ALL SELECT 2, {', '.join(['NULL'] * 12)}, i.*, NULL, NULL "  # noqa: S608
+                f" UNION ALL SELECT 2, {', '.join(['NULL'] * 12)}, i.*, "  # noqa: S608
+                f"{', '.join(['NULL'] * (COUNT_COLUMNS - 1))} "
                 f"FROM ({projects}) i"
             )
             params += projects_params
@@ -438,17 +444,29 @@ def look_up(
         counts_read = True
         if counts is not None:
             counts_sql, counts_params = counts
-            sql += f" UNION ALL SELECT 1, {', '.join(['NULL'] * 12)}, c.* FROM ({counts_sql}) c"  # noqa: S608
+            padding = "".join([", NULL"] * (COUNT_COLUMNS - read.columns))
+            sql += (
+                f" UNION ALL SELECT 1, {', '.join(['NULL'] * 12)}, c.*{padding} "  # noqa: S608
+                f"FROM ({counts_sql}) c"
+            )
             params += counts_params
+            conditions = []
             if list_projects and max_projects is not None:
-                # Uncorrelated: evaluated once, before the counts are scanned.
-                sql += f" WHERE (SELECT COUNT(*) FROM ({projects}) n) <= %s"  # noqa: S608
+                conditions.append("<= %s")
                 params += [*projects_params, max_projects]
+            if project is None and require_projects is not None:
+                conditions.append("= %s")
+                params += [*projects_params, require_projects]
+            if conditions:
+                # Uncorrelated: evaluated once, before the counts are scanned.
+                counted = f"(SELECT COUNT(*) FROM ({projects}) n)"  # noqa: S608
+                sql += " WHERE " + " AND ".join(f"{counted} {c}" for c in conditions)
 
     found = Found(counts=[] if counts_read else None)
+    width = read.columns if read is not None else 0
     for row in prepared.fetch_all(connection, sql, params):
         if row[0] == 1:
-            found.counts.append(tuple(row[13:16]))  # type: ignore[union-attr]
+            found.counts.append(tuple(row[13 : 13 + width]))  # type: ignore[union-attr]
             continue
         if row[0] == 2:
             found.project_ids.append(int(row[13]))

@@ -27,6 +27,10 @@ class Stat(models.IntegerChoices):
 
 STAT_CODES: dict[str, int] = {str(s.label): int(s.value) for s in Stat}
 STAT_NAMES: dict[int, str] = {code: name for name, code in STAT_CODES.items()}
+# The inbound filters' own stats: ``blacklisted`` counts what all of them dropped.
+FILTER_STATS: tuple[str, ...] = tuple(
+    str(s.label) for s in Stat if s.value >= Stat.IP_ADDRESS.value
+)
 DEFAULT_STAT = "received"
 # Sentry keeps per-environment counts for this stat only.
 ENVIRONMENT_STATS = frozenset({"generated"})

@@ -23,6 +23,7 @@ from .conf import project_stats_settings
 from .constants import DEFAULT_STAT, STAT_CODES
 from .serializers import ProjectSerializer
 from .tsdb.rollups import format_resolution
+from .usage import CATEGORIES, FIELDS, GROUP_BY, OUTCOMES
 
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -215,6 +216,166 @@ organization_stats_schema = extend_schema(
     summary="Retrieve Event Counts for an Organization",
     description="The project endpoint's series for a whole organization, summed in the "
     "database, or one series per project with `group=project`.",
+    tags=["Organizations"],
+)
+
+
+class OrganizationStatsV2Schema(AutoSchema):
+    """Sentry's ``stats_v2`` parameters (repeated keys for lists) and answer."""
+
+    def get_override_parameters(self) -> list[Any]:
+        def many(
+            name: str, enum: Any, description: str, required: bool = False
+        ) -> OpenApiParameter:
+            return OpenApiParameter(
+                name,
+                OpenApiTypes.STR,
+                many=True,
+                explode=True,
+                enum=enum,
+                required=required,
+                description=description,
+            )
+
+        return [
+            ORGANIZATION_PARAMETER,
+            many(
+                "field",
+                list(FIELDS),
+                "Repeatable. Both are the number of events.",
+                required=True,
+            ),
+            many(
+                "groupBy",
+                list(GROUP_BY),
+                "Repeatable. Groups are sorted by their values in this order; without "
+                "`groupBy` the answer has one group. `project` keeps its series, bounded by "
+                "the site's `MAX_TOTAL_POINTS` (projects x intervals; 400 past it).",
+            ),
+            many(
+                "category",
+                list(CATEGORIES),
+                "Repeatable. All counts are of `error` (`default` and `security` count as "
+                "`error`). A `category` filter or `groupBy=category` is required.",
+            ),
+            many(
+                "outcome",
+                list(OUTCOMES),
+                "Repeatable, case-insensitive. `accepted`, `filtered` and `rate_limited` "
+                "hold counts here; the others are valid and empty.",
+            ),
+            many(
+                "reason",
+                None,
+                "Repeatable. `none`, or a filter's id for `filtered` (e.g. `web-crawlers`).",
+            ),
+            OpenApiParameter(
+                "project",
+                OpenApiTypes.INT,
+                many=True,
+                explode=True,
+                description="Repeatable project ids; none or `-1`: every project. An id "
+                "that is not one of the organization's projects answers 403.",
+            ),
+            OpenApiParameter(
+                "statsPeriod",
+                OpenApiTypes.STR,
+                description="The range ending now: `<number><unit>` with `s`, `m`, `h`, `d` "
+                "or `w` (a bare number is seconds). Wins over `start` and `end`.",
+            ),
+            OpenApiParameter(
+                "start",
+                OpenApiTypes.STR,
+                description="Start of the range: ISO 8601 (`Z`, an offset, or none for UTC) "
+                "or epoch seconds; floored to the interval. With `end`.",
+            ),
+            OpenApiParameter(
+                "end",
+                OpenApiTypes.STR,
+                description="End of the range, same forms as `start`; rounded up to the "
+                "interval and exclusive. Without a range: the last 90 days.",
+            ),
+            OpenApiParameter(
+                "interval",
+                OpenApiTypes.STR,
+                default="1h",
+                description="`<number><unit>` with `m`, `h`, `d` or `w`; at most a day and "
+                "dividing it; at most 1000 intervals. When no stored rollup serves it for "
+                "the range, the answer is at the finest interval one does (see `intervals`).",
+            ),
+        ]
+
+    def get_response_serializers(self) -> Any:
+        counts = {"type": "object", "additionalProperties": {"type": "integer"}}
+        return {
+            200: OpenApiResponse(
+                response={
+                    "type": "object",
+                    "properties": {
+                        "start": {"type": "string"},
+                        "end": {"type": "string"},
+                        "intervals": {"type": "array", "items": {"type": "string"}},
+                        "groups": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "by": {"type": "object", "additionalProperties": {}},
+                                    "totals": counts,
+                                    "series": {
+                                        "type": "object",
+                                        "additionalProperties": {
+                                            "type": "array",
+                                            "items": {"type": "integer"},
+                                        },
+                                    },
+                                },
+                                "required": ["by", "totals", "series"],
+                            },
+                        },
+                    },
+                    "required": ["start", "end", "intervals", "groups"],
+                },
+                description="Timestamps `YYYY-MM-DDTHH:MM:SSZ`; one series value per "
+                "interval; groups holding only zeros left out.",
+                examples=[
+                    OpenApiExample(
+                        "EventCountsByOutcome",
+                        value={
+                            "start": "2024-03-05T12:00:00Z",
+                            "end": "2024-03-05T14:00:00Z",
+                            "intervals": ["2024-03-05T12:00:00Z", "2024-03-05T13:00:00Z"],
+                            "groups": [
+                                {
+                                    "by": {"outcome": "accepted"},
+                                    "totals": {"sum(quantity)": 2310},
+                                    "series": {"sum(quantity)": [1184, 1126]},
+                                },
+                                {
+                                    "by": {"outcome": "filtered"},
+                                    "totals": {"sum(quantity)": 31},
+                                    "series": {"sum(quantity)": [17, 14]},
+                                },
+                            ],
+                        },
+                    )
+                ],
+            ),
+            400: _error("Bad query parameter"),
+            401: _error("Missing or bad credentials"),
+            403: _error("The token lacks a reading scope, or a project is not the organization's"),
+            404: _error("Unknown organization, or not a member"),
+            405: _error("Method not allowed"),
+            429: _error("Throttled"),
+            503: _error("The database is unavailable; retry after `Retry-After` seconds"),
+        }
+
+
+organization_stats_v2_schema = extend_schema(
+    operation_id="listOrganizationStatsV2",
+    summary="Retrieve Event Counts for an Organization (v2)",
+    description="Event counts by outcome, reason, category and project, as Sentry's "
+    "`stats_v2`: select a field, a range and an interval, group or filter by columns.",
     tags=["Organizations"],
 )
 

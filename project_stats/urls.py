@@ -20,4 +20,9 @@ urlpatterns = [
         views.OrganizationStatsView.as_view(),
         name="organization-stats",
     ),
+    path(
+        "organizations/<str:organization_id_or_slug>/stats_v2/",
+        views.OrganizationStatsV2View.as_view(),
+        name="organization-stats-v2",
+    ),
 ]

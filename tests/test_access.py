@@ -442,3 +442,58 @@ def test_the_default_request_runs_one_statement(
             assert client.get(path, **auth).status_code == 200
         counts.append(len(queries.captured_queries))
     assert counts == [2, 1, 1]
+
+
+def test_stats_query_in_the_statement_matches_get_stats_by_project(
+    project: Project, member: Any
+) -> None:
+    hour = int(time.time()) // 3600 * 3600 - 3 * 3600
+    other = ProjectFactory(organization=project.organization)
+    for target, stat, count in [
+        (project, "received", 4),
+        (project, "cors", 1),
+        (other, "rejected", 2),
+    ]:
+        tsdb.incr(target, stat, timestamp=hour, count=count)
+        tsdb.incr(target, stat, timestamp=hour + 3600, count=count + 1)
+    tsdb.incr(ProjectFactory(), "received", timestamp=hour, count=100)  # another organization's
+    read = tsdb.plan_stats_range(["received", "rejected", "cors"], hour, hour + 3600, rollup=3600)
+    found = access.look_up(
+        organization=project.organization.slug,
+        user=member,
+        read=read,
+        list_projects=True,
+        now=timezone.now(),
+    )
+    cells = tsdb.StatsRangeQuery.cells(found.counts or [])
+    assert cells == tsdb.get_stats_by_project([project, other], read)
+    assert len(cells) == 6 and cells[(other.pk, 1, hour + 3600)] == 3
+    assert sorted(found.project_ids) == sorted([project.pk, other.pk])
+
+
+@pytest.mark.parametrize(
+    ("ids", "read"),
+    [("mine", True), ("with a foreign one", False), ("with one that does not exist", False)],
+)
+def test_require_projects_reads_counts_only_when_every_id_is_the_organizations(
+    project: Project, member: Any, ids: str, read: bool
+) -> None:
+    hour = int(time.time()) // 3600 * 3600 - 3600
+    tsdb.incr(project, "received", timestamp=hour, count=4)
+    wanted = {
+        "mine": [project.pk],
+        "with a foreign one": [project.pk, ProjectFactory().pk],
+        "with one that does not exist": [project.pk, 2**62],
+    }[ids]
+    found = access.look_up(
+        organization=project.organization.slug,
+        user=member,
+        read=tsdb.plan_stats_range(["received"], hour, hour, rollup=3600),
+        project_ids=wanted,
+        require_projects=len(wanted),
+        list_projects=True,
+        now=timezone.now(),
+    )
+    assert found.project_ids == [project.pk]
+    assert (found.counts == [(project.pk, hour, 4, 0)]) is read
+    assert found.counts is not None and (len(found.counts) == 1) is read

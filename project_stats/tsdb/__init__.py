@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Model, QuerySet
@@ -40,6 +40,7 @@ __all__ = [
     "RangeQuery",
     "ShardStats",
     "buffer_stats",
+    "StatsRangeQuery",
     "environment_exists",
     "environment_sql",
     "delete",
@@ -50,10 +51,12 @@ __all__ = [
     "get_range",
     "get_range_by_project",
     "get_range_total",
+    "get_stats_by_project",
     "get_rollups",
     "incr",
     "incr_many",
     "plan_range",
+    "plan_stats_range",
     "prune",
     "prune_applied_batches",
     "reads_in_one_statement",
@@ -330,6 +333,8 @@ class RangeQuery:
     environment: str
     rollup: int
     buckets: tuple[int, ...]
+    # Columns of the rows :meth:`sql` selects.
+    columns: ClassVar[int] = 3
 
     def sql(
         self,
@@ -390,6 +395,89 @@ def plan_range(
     """The :class:`RangeQuery` :func:`get_range` would run; same validation, no database."""
     code, env, rollup, buckets = _plan(stat, start, end, rollup, environment, now)
     return RangeQuery(code, env, rollup, tuple(buckets))
+
+
+@dataclass(frozen=True)
+class StatsRangeQuery:
+    """A validated read of several stats' all-environments buckets, per project.
+
+    Made by :func:`plan_stats_range`; :func:`get_stats_by_project` runs the
+    same read on its own. :meth:`sql` selects ``(project_id, bucket_start,
+    count, stat)`` rows for a caller's statement, :meth:`cells` keys them.
+    """
+
+    stats: tuple[int, ...]
+    rollup: int
+    first: int
+    last: int
+    columns: ClassVar[int] = 4
+
+    def sql(
+        self,
+        connection: BaseDatabaseWrapper,
+        projects: str,
+        params: Sequence[Any] = (),
+        *,
+        summed: bool = False,
+        single: bool = False,
+    ) -> tuple[str, list[Any]] | None:
+        """``(sql, params)`` for the projects whose ids ``projects`` selects; never summed.
+
+        ``single`` is accepted as :meth:`RangeQuery.sql` takes it; usage reads
+        are of organizations, never of one project's path.
+        """
+        if summed:
+            raise ValueError("a StatsRangeQuery reads per project")
+        return database.stats_sql(
+            connection,
+            projects,
+            params,
+            stats=self.stats,
+            environment="",
+            rollup=self.rollup,
+            first=self.first,
+            last=self.last,
+        )
+
+    @staticmethod
+    def cells(rows: Iterable[Sequence[Any]]) -> dict[tuple[int, int, int], int]:
+        """``{(project_id, stat, bucket_start): count}`` from the rows of :meth:`sql`."""
+        return {(int(pk), int(stat), int(epoch)): int(n) for pk, epoch, n, stat in rows}
+
+
+def plan_stats_range(
+    stats: Iterable[str | int], first: int, last: int, *, rollup: int
+) -> StatsRangeQuery:
+    """The read of ``stats`` in the ``rollup`` buckets starting ``first..last`` (inclusive).
+
+    ``first`` and ``last`` are whole epoch seconds on the rollup's grid.
+    ``QueryError`` for an unconfigured rollup, unaligned or reversed bounds;
+    ``ValueError`` for an unknown stat. The number of buckets is the caller's
+    to bound. No database.
+    """
+    codes = tuple(dict.fromkeys(stat_code(stat) for stat in stats))
+    _check_rollup(rollup)
+    if first % rollup or last % rollup or first > last:
+        raise QueryError(f"buckets {first}..{last} are not a range of {rollup} s buckets")
+    return StatsRangeQuery(codes, rollup, first, last)
+
+
+def get_stats_by_project(
+    projects: Iterable[ProjectLike], query: StatsRangeQuery
+) -> dict[tuple[int, int, int], int]:
+    """``{(project_id, stat, bucket_start): count}`` of a planned read, buffered counts included.
+
+    Buckets without counts are absent. One SQL statement (and one Redis
+    round trip per node with the buffer), however many stats.
+    """
+    ids = [_project_id(p) for p in projects]
+    if not ids or not query.stats:
+        return {}
+    if buffer.enabled():
+        buckets = range(query.first, query.last + 1, query.rollup)
+        return buffer.read_stats(ids, query.stats, "", query.rollup, buckets)
+    cells, _ = database.read_cells(ids, query.stats, "", query.rollup, query.first, query.last, ())
+    return cells
 
 
 def environment_sql(

@@ -553,11 +553,6 @@ def _per_node(config: dict[str, Any], source: str, calls: Sequence[Call]) -> lis
     return replies
 
 
-def _field(project_id: int, stat: int, rollup: int, epoch: int, environment: str) -> str:
-    # The environment goes last: it may contain ":".
-    return f"{project_id}:{stat}:{rollup}:{epoch}:{environment}"
-
-
 def _parse_field(field: bytes) -> tuple[int, int, int, int, str] | None:
     text = field.decode()
     if text[0] in "e~":  # environment markers and the hash's own fields

@@ -301,6 +301,50 @@ def series_sql(
     return sql, params
 
 
+def stats_sql(
+    connection: BaseDatabaseWrapper,
+    projects: str,
+    projects_params: Sequence[Any],
+    *,
+    stats: Sequence[int],
+    environment: str,
+    rollup: int,
+    first: int,
+    last: int,
+) -> tuple[str, list[Any]]:
+    """:func:`series_sql` for several stats at once, unsummed.
+
+    Rows are ``(project_id, bucket_start_epoch, count, stat)``.
+    """
+    qn = connection.ops.quote_name
+    meta = EventCount._meta
+
+    def col(name: str) -> str:
+        return f"c.{qn(_column(name))}"
+
+    def prep(name: str, value: Any) -> Any:
+        return cast("Field[Any, Any]", meta.get_field(name)).get_db_prep_value(value, connection)
+
+    epoch = _epoch_sql(connection, col("timestamp"))
+    sql = (
+        f"SELECT {col('project')} AS project_id, {epoch} AS bucket, {col('count')} AS n, "  # noqa: S608
+        f"{col('stat')} AS stat FROM {qn(meta.db_table)} c "
+        f"WHERE {col('project')} IN ({projects}) "
+        f"AND {col('stat')} IN ({', '.join(['%s'] * len(stats))}) AND {col('rollup')} = %s "
+        f"AND {col('environment')} = %s "
+        f"AND {col('timestamp')} >= %s AND {col('timestamp')} <= %s"
+    )
+    params = [
+        *projects_params,
+        *(prep("stat", stat) for stat in stats),
+        prep("rollup", rollup),
+        prep("environment", environment),
+        prep("timestamp", epoch_to_datetime(first)),
+        prep("timestamp", epoch_to_datetime(last)),
+    ]
+    return sql, params
+
+
 def environment_sql(
     connection: BaseDatabaseWrapper, organization: str, environment: str
 ) -> tuple[str, list[Any]]:

@@ -51,6 +51,12 @@ def test_a_members_token_reads_every_endpoint_repeatedly(
             response = client.get(path, **bearer(token))
             assert response.status_code == 200, response.content
     assert sum(count for _, count in client.get(paths(project)[0], **bearer(token)).json()) == 3
+    v2 = {"field": "sum(quantity)", "category": "error", "statsPeriod": "1h"}
+    path = f"/api/0/organizations/{project.organization.slug}/stats_v2/"
+    for _ in range(3):
+        response = client.get(path, v2, **bearer(token))
+        assert response.status_code == 200, response.content
+    assert response.json()["groups"][0]["totals"] == {"sum(quantity)": 3}
 
 
 @pytest.mark.parametrize("credentials", ["none", "basic"])

@@ -176,9 +176,21 @@ def test_organization_endpoints_read_the_replica(client: Client, site: dict[str,
         listed = client.get(f"{base}/projects/", **bearer(site["token"]))
         summed = client.get(f"{base}/stats/", **bearer(site["token"]))
         by_project = client.get(f"{base}/stats/", {"group": "project"}, **bearer(site["token"]))
+        v2 = client.get(
+            f"{base}/stats_v2/",
+            {
+                "field": "sum(quantity)",
+                "category": "error",
+                "start": site["hour"],
+                "end": site["hour"] + 3600,
+            },
+            **bearer(site["token"]),
+        )
     assert [row["slug"] for row in listed.json()] == ["only-on-the-replica", site["project"].slug]
     assert dict(summed.json())[site["hour"]] == REPLICA_COUNT
     assert dict(by_project.json()[str(site["project"].pk)])[site["hour"]] == REPLICA_COUNT
+    assert v2.status_code == 200, v2.content
+    assert v2.json()["groups"][0]["totals"] == {"sum(quantity)": REPLICA_COUNT}
     assert sql.kinds("replica") == {"SELECT"}
     assert sql.kinds("primary") <= {"UPDATE"}
 

@@ -61,6 +61,10 @@ def test_organization_endpoints(
     response = client.get(f"{base}/stats/", **bearer(org_token))
     assert response.status_code == 200, response.content
     assert sum(count for _, count in response.json()) == 2
+    v2 = {"field": "sum(quantity)", "category": "error", "statsPeriod": "1h"}
+    response = client.get(f"{base}/stats_v2/", v2, **bearer(org_token))
+    assert response.status_code == 200, response.content
+    assert response.json()["groups"][0]["totals"] == {"sum(quantity)": 2}
 
 
 @VERSIONS
@@ -89,6 +93,7 @@ def test_the_schema_of_each_version(client: Client, version: str) -> None:
         f"/api/{version}/projects/{{organization_id_or_slug}}/{{project_id_or_slug}}/stats/",
         f"/api/{version}/organizations/{{organization_id_or_slug}}/projects/",
         f"/api/{version}/organizations/{{organization_id_or_slug}}/stats/",
+        f"/api/{version}/organizations/{{organization_id_or_slug}}/stats_v2/",
     }
 
 
