@@ -434,4 +434,19 @@ def check_buffer(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                     id="project_stats.E023",
                 )
             )
+    chosen = config["REDIS_ONLY_ROLLUPS"]
+    configured = [r for r, _ in project_stats_settings.ROLLUPS]
+    if chosen is not None and (
+        not isinstance(chosen, list | tuple)
+        or any(isinstance(r, bool) or r not in configured for r in chosen)
+    ):
+        errors.append(
+            Error(
+                "PROJECT_STATS['BUFFER']['REDIS_ONLY_ROLLUPS'] must be None or a list of "
+                f"configured rollups (seconds: {configured}), got {chosen!r}.",
+                hint="None keeps the rollups of six hours' retention or less in Redis; "
+                "() keeps every rollup in the database.",
+                id="project_stats.E025",
+            )
+        )
     return errors

@@ -58,6 +58,10 @@ BUFFER_DEFAULTS: dict[str, Any] = {
     # Shards a flusher claims at a time: several flushers share the shards
     # and apply them in parallel.
     "CLAIM_SHARDS": 8,
+    # Rollups kept in Redis only (their buckets expire there after their
+    # retention; flushes, prune and backfill leave them alone). None: every
+    # rollup kept six hours or less (10 s by default); () keeps all in the database.
+    "REDIS_ONLY_ROLLUPS": None,
 }
 
 

@@ -335,6 +335,12 @@ def check_single() -> None:
         unavailable(f"no Redis answers at {SINGLE_URL} ({type(error).__name__})")
 
 
+def redis_only_rollups() -> tuple[int, ...] | None:
+    """The buffer's Redis-only rollups in this run: the package's default (the
+    10 s rollup) unless ``TEST_STORED_ROLLUPS=1`` keeps every rollup stored."""
+    return () if os.environ.get("TEST_STORED_ROLLUPS") == "1" else None
+
+
 def buffer_settings(kind: str, url: str, **extra: Any) -> dict[str, Any]:
     """``BUFFER`` settings with a key prefix of this test's own."""
     return {
@@ -342,6 +348,7 @@ def buffer_settings(kind: str, url: str, **extra: Any) -> dict[str, Any]:
         "CLUSTER": kind == "cluster",
         "PREFIX": f"pstest-{uuid.uuid4().hex[:12]}",
         "SHARDS": 8,
+        "REDIS_ONLY_ROLLUPS": redis_only_rollups(),
         **extra,
     }
 
@@ -361,3 +368,25 @@ def delete_keys(config: dict[str, Any]) -> None:
         for key in keys:
             node.delete(key)
         node.close()
+
+
+def redis_only_rows(config: dict[str, Any]) -> dict[tuple[int, int, str, int, int], int]:
+    """What the buffer keeps in Redis only, read from the keys themselves (not
+    through the package's reads): ``{(project, stat code, environment, rollup,
+    bucket): count}``."""
+    import redis
+
+    if config["CLUSTER"]:
+        client: Any = redis.RedisCluster.from_url(config["URL"])
+        nodes = [client.get_redis_connection(node) for node in client.get_primaries()]
+    else:
+        nodes = [redis.Redis.from_url(config["URL"])]
+    rows: dict[tuple[int, int, str, int, int], int] = {}
+    for node in nodes:
+        for key in node.scan_iter(match="{" + config["PREFIX"] + ":*}:r:*:*", count=1000):
+            rollup, epoch = key.decode().rsplit(":", 2)[-2:]
+            for name, value in node.hgetall(key).items():
+                pk, stat, environment = name.decode().split(":", 2)
+                rows[(int(pk), int(stat), environment, int(rollup), int(epoch))] = int(value)
+        node.close()
+    return rows

@@ -37,7 +37,7 @@ from project_stats.models import EventCount
 from . import chaos_workers
 from .chaos_workers import FLUSH_ERRORS, FLUSH_UNAVAILABLE, FLUSHES, Series
 from .factories import ProjectFactory
-from .redis_servers import Cluster, RedisServer, buffer_settings
+from .redis_servers import Cluster, RedisServer, buffer_settings, redis_only_rows
 from .tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -77,12 +77,16 @@ def start_flusher(database: dict[str, Any], project_stats: dict[str, Any]) -> Fl
     return Flusher(process, counters)
 
 
-def stored_series(project_ids: list[int]) -> Counter[Series]:
+def stored_series(project_ids: list[int], config: dict[str, Any]) -> Counter[Series]:
+    """What is recorded: the database's rows, and the rollups kept in Redis only."""
     stored: Counter[Series] = Counter()
     for project_id, environment, rollup, timestamp, count in EventCount.objects.filter(
         project_id__in=project_ids, stat=Stat.RECEIVED
     ).values_list("project_id", "environment", "rollup", "timestamp", "count"):
         stored[(project_id, environment, rollup, int(timestamp.timestamp()))] += count
+    for (pk, stat, environment, rollup, bucket), count in redis_only_rows(config).items():
+        if pk in project_ids and stat == Stat.RECEIVED:
+            stored[(pk, environment, rollup, bucket)] += count
     return stored
 
 
@@ -192,7 +196,10 @@ def run_chaos(project_stats: dict[str, Any], fault: Fault, proxy: TcpProxy | Non
         uncertain.update(ledger_uncertain)
         calls.update(ledger_calls)
     highest, went_down, reads = observed
-    stored = stored_series(project_ids)
+    config = dict(project_stats["BUFFER"])
+    if proxy is not None:  # read the keys straight from the server, not through the proxy
+        config["URL"] = f"redis://{proxy.target[0]}:{proxy.target[1]}/0"
+    stored = stored_series(project_ids, config)
     exact = within = 0
     lost: list[str] = []
     extra: list[str] = []

@@ -196,7 +196,10 @@ def test_a_bucket_flushed_past_the_maximum_is_clamped_and_the_rest_commits(
 def test_flush_transactions_hold_at_most_flush_max_rows(
     settings: Any, buffer: dict[str, Any], now: datetime
 ) -> None:
-    settings.PROJECT_STATS = {"BUFFER": {**buffer, "FLUSH_MAX_ROWS": 10, "SHARDS": 1}}
+    # 10 s buckets, stored here (not Redis-only), make many rows quickly.
+    settings.PROJECT_STATS = {
+        "BUFFER": {**buffer, "FLUSH_MAX_ROWS": 10, "SHARDS": 1, "REDIS_ONLY_ROLLUPS": ()}
+    }
     projects = ProjectFactory.create_batch(3)
     second = int(now.timestamp())
     # 3 projects x 12 seconds x 1 rollup = 36 rows, in calls of 12 and one of 12.
@@ -215,7 +218,7 @@ def test_flush_transactions_hold_at_most_flush_max_rows(
 def test_a_full_live_hash_is_closed_into_a_batch(
     settings: Any, buffer: dict[str, Any], project: Project, now: datetime
 ) -> None:
-    settings.PROJECT_STATS = {"BUFFER": {**buffer, "FLUSH_MAX_ROWS": 8}}
+    settings.PROJECT_STATS = {"BUFFER": {**buffer, "FLUSH_MAX_ROWS": 8, "REDIS_ONLY_ROLLUPS": ()}}
     second = int(now.timestamp())
     for i in range(6):
         tsdb.incr(project, "received", timestamp=second - 10 * i, rollups=[10])

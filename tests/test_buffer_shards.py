@@ -80,7 +80,7 @@ def test_shard_stats_report_what_is_buffered_and_the_last_flush(
     settings.PROJECT_STATS = {"BUFFER": {**buffer, "SHARDS": 4}}
     project = ProjectFactory()
     shard = project.pk % 4
-    tsdb.incr(project, "received", timestamp=now, rollups=[10, HOUR])
+    tsdb.incr(project, "received", timestamp=now, rollups=[HOUR, 86400])
     stats = {s.shard: s for s in buffer_module.shard_stats()}
     assert len(stats) == 4
     mine = stats[shard]

@@ -378,3 +378,20 @@ def test_a_missing_redis_client_names_the_extra(settings, monkeypatch) -> None: 
     errors = check_buffer()
     assert [m.id for m in errors] == ["project_stats.E013"]
     assert "django-project-stats[redis]" in (errors[0].hint or "")
+
+
+@pytest.mark.parametrize("value", [[5], (10, 7200), "10", 10, [True]])
+def test_redis_only_rollups_must_be_configured_rollups(settings, value: object) -> None:  # type: ignore[no-untyped-def]
+    from project_stats.checks import check_buffer
+
+    settings.PROJECT_STATS = {"BUFFER": {**GOOD_BUFFER, "REDIS_ONLY_ROLLUPS": value}}
+    [error] = check_buffer()
+    assert error.id == "project_stats.E025" and repr(value) in error.msg
+
+
+@pytest.mark.parametrize("value", [None, (), [10], (10, 3600)])
+def test_redis_only_rollups_accepts_none_or_configured_rollups(settings, value: object) -> None:  # type: ignore[no-untyped-def]
+    from project_stats.checks import check_buffer
+
+    settings.PROJECT_STATS = {"BUFFER": {**GOOD_BUFFER, "REDIS_ONLY_ROLLUPS": value}}
+    assert check_buffer() == []

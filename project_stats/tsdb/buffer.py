@@ -140,6 +140,30 @@ def _config() -> dict[str, Any]:
     return config
 
 
+# Rollups kept this long or less live in Redis only when REDIS_ONLY_ROLLUPS
+# is not set: those buckets would be inserted and pruned again within hours.
+SHORT_RETENTION_SECONDS = 6 * 3600
+
+
+def redis_only_rollups(config: dict[str, Any] | None = None) -> dict[int, int]:
+    """The rollups kept in Redis only, with how long (ms) a bucket outlives its last write.
+
+    ``BUFFER["REDIS_ONLY_ROLLUPS"]``, or by default every configured rollup
+    whose retention is at most six hours (the 10 s rollup of the defaults).
+    Empty without a buffer.
+    """
+    if config is None:
+        config = project_stats_settings.BUFFER
+        if config is None:
+            return {}
+    retention = dict(project_stats_settings.ROLLUPS)
+    chosen = config.get("REDIS_ONLY_ROLLUPS")
+    if chosen is None:
+        chosen = [r for r, n in retention.items() if r * n <= SHORT_RETENTION_SECONDS]
+    # A bucket is read for its whole retention after it closes.
+    return {int(r): (int(r) * (retention[int(r)] + 1)) * 1000 for r in chosen if r in retention}
+
+
 # Scripts. Each touches the keys of one shard only (one cluster slot). A
 # hash's bucket index ("<hash>:b", a zset of "rollup:epoch" scored by epoch)
 # moves with it, so a read asks only for buckets that hold deltas.
@@ -165,6 +189,7 @@ _WRITE = """
 local live, batches = KEYS[1], KEYS[2]
 local now, fresh, prefix = ARGV[1], ARGV[2], ARGV[4]
 local cap, count = tonumber(ARGV[3]), tonumber(ARGV[5])
+local short_prefix = string.sub(live, 1, #live - 4) .. 'r:'
 local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
 local id = redis.call('HGET', live, '~id')
 if id and (redis.call('HGET', live, '~inc') ~= run or redis.call('HLEN', live) + count > cap) then
@@ -175,51 +200,104 @@ if id and (redis.call('HGET', live, '~inc') ~= run or redis.call('HLEN', live) +
   redis.call('ZADD', batches, now, id)
   id = false
 end
-if not id then
+if not id and count > 0 then
   redis.call('HSET', live, '~id', fresh, '~t', now, '~inc', run)
   id = fresh
 end
+-- Every HINCRBY of the call, in order: {key, field, delta}, to take back.
+local done = {}
+local function undo()
+  for k = #done, 1, -3 do
+    local key, field, delta = done[k - 2], done[k - 1], done[k]
+    if delta ~= '0' and redis.call('HINCRBY', key, field, '-' .. delta) == 0 then
+      redis.call('HDEL', key, field)
+    end
+  end
+  if id == fresh then redis.call('DEL', live) end
+end
+local function add(key, field, delta)
+  local reply = redis.pcall('HINCRBY', key, field, delta)
+  if type(reply) == 'table' and reply.err then
+    undo()
+    return false
+  end
+  done[#done + 1] = key
+  done[#done + 1] = field
+  done[#done + 1] = delta
+  return true
+end
 local packed = ARGV[7]
 local position, length = 1, #packed
-local done = {}
 while position <= length do
   local gap = string.find(packed, '\\0', position, true)
   local stop = string.find(packed, '\\0', gap + 1, true) or length + 1
-  local field, delta = string.sub(packed, position, gap - 1), string.sub(packed, gap + 1, stop - 1)
-  local reply = redis.pcall('HINCRBY', live, field, delta)
-  if type(reply) == 'table' and reply.err then
-    for k = #done, 1, -2 do
-      if done[k] ~= '0' and redis.call('HINCRBY', live, done[k - 1], '-' .. done[k]) == 0 then
-        redis.call('HDEL', live, done[k - 1])
-      end
-    end
-    if id == fresh then redis.call('DEL', live) end
+  local field = string.sub(packed, position, gap - 1)
+  if not add(live, field, string.sub(packed, gap + 1, stop - 1)) then
     return redis.error_reply('PSOVERFLOW ' .. field)
   end
-  done[#done + 1] = field
-  done[#done + 1] = delta
   position = stop + 1
+end
+-- Redis-only rollups: "rollup:epoch NUL field NUL delta" triplets, each
+-- bucket a hash of its own that expires its rollup's retention after its
+-- last write; a zset per rollup lists the buckets (score: their expiry).
+local ttls = {}
+for rollup, ttl in string.gmatch(ARGV[9], '(%d+)=(%d+)') do ttls[rollup] = tonumber(ttl) end
+local buckets = {}
+packed, position, length = ARGV[8], 1, #ARGV[8]
+while position <= length do
+  local first = string.find(packed, '\\0', position, true)
+  local second = string.find(packed, '\\0', first + 1, true)
+  local stop = string.find(packed, '\\0', second + 1, true) or length + 1
+  local bucket = string.sub(packed, position, first - 1)
+  local field = string.sub(packed, first + 1, second - 1)
+  if not add(short_prefix .. bucket, field, string.sub(packed, second + 1, stop - 1)) then
+    return redis.error_reply('PSOVERFLOW ' .. field)
+  end
+  buckets[bucket] = true
+  position = stop + 1
+end
+for bucket in pairs(buckets) do
+  local rollup, epoch = string.match(bucket, '^(%d+):(.*)$')
+  local ttl = ttls[rollup]
+  redis.call('PEXPIRE', short_prefix .. bucket, ttl)
+  local index = short_prefix .. rollup
+  redis.call('ZADD', index, tonumber(now) + ttl, epoch)
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
+  redis.call('PEXPIRE', index, ttl)
 end
 for entry in string.gmatch(ARGV[6], '[^;]+') do
   redis.call('ZADD', live .. ':b', string.match(entry, ':(.*)'), entry)
 end
-return id
+return id or ''
 """
 
-# KEYS: live. ARGV: the id a write returned, then its packed fields and
-# deltas. Takes that write back if its hash is still live (fields it created
-# are removed); returns 0 when a flush claimed the hash meanwhile.
+# KEYS: live. ARGV: the id a write returned ('' when it wrote no live hash),
+# its packed fields and deltas, its packed Redis-only triplets. Takes that
+# write back if its hash is still live (fields it created are removed);
+# returns 0, touching nothing, when a flush claimed the hash meanwhile.
 _UNDO = """
-if redis.call('HGET', KEYS[1], '~id') ~= ARGV[1] then return 0 end
+if ARGV[1] ~= '' and redis.call('HGET', KEYS[1], '~id') ~= ARGV[1] then return 0 end
+local function take(key, field, delta)
+  if delta ~= '0' and redis.call('HINCRBY', key, field, '-' .. delta) == 0 then
+    redis.call('HDEL', key, field)
+  end
+end
 local packed = ARGV[2]
 local position, length = 1, #packed
 while position <= length do
   local gap = string.find(packed, '\\0', position, true)
   local stop = string.find(packed, '\\0', gap + 1, true) or length + 1
-  local field, delta = string.sub(packed, position, gap - 1), string.sub(packed, gap + 1, stop - 1)
-  if delta ~= '0' and redis.call('HINCRBY', KEYS[1], field, '-' .. delta) == 0 then
-    redis.call('HDEL', KEYS[1], field)
-  end
+  take(KEYS[1], string.sub(packed, position, gap - 1), string.sub(packed, gap + 1, stop - 1))
+  position = stop + 1
+end
+local short_prefix = string.sub(KEYS[1], 1, #KEYS[1] - 4) .. 'r:'
+packed, position, length = ARGV[3], 1, #ARGV[3]
+while position <= length do
+  local first = string.find(packed, '\\0', position, true)
+  local second = string.find(packed, '\\0', first + 1, true)
+  local stop = string.find(packed, '\\0', second + 1, true) or length + 1
+  take(short_prefix .. string.sub(packed, position, first - 1),
+    string.sub(packed, first + 1, second - 1), string.sub(packed, second + 1, stop - 1))
   position = stop + 1
 end
 return 1
@@ -361,9 +439,59 @@ end
     + _EACH_HASH
 )
 
+# KEYS: live (for the shard's slot). ARGV: rollup, first and last bucket
+# start, the stat codes joined by ";", ":environment", then project ids.
+# Reads a Redis-only rollup: the buckets its index lists in the range, and in
+# each the fields of these series. Returns {epoch, {field, value, ...}, ...}.
+_READ_SHORT = """
+local prefix = string.sub(KEYS[1], 1, #KEYS[1] - 4) .. 'r:' .. ARGV[1] .. ':'
+local first, last = tonumber(ARGV[2]), tonumber(ARGV[3])
+local stats = {}
+for stat in string.gmatch(ARGV[4], '[^;]+') do stats[#stats + 1] = stat end
+local fields = {}
+for i = 6, #ARGV do
+  for _, stat in ipairs(stats) do fields[#fields + 1] = ARGV[i] .. ':' .. stat .. ARGV[5] end
+end
+local index = string.sub(KEYS[1], 1, #KEYS[1] - 4) .. 'r:' .. ARGV[1]
+local result = {}
+for _, epoch in ipairs(redis.call('ZRANGE', index, 0, -1)) do
+  local e = tonumber(epoch)
+  if e >= first and e <= last then
+    local out = {}
+    for i = 1, #fields, 500 do
+      local stop = math.min(i + 499, #fields)
+      local part = redis.call('HMGET', prefix .. epoch, unpack(fields, i, stop))
+      for j = 1, #part do
+        if part[j] then
+          out[#out + 1] = fields[i + j - 1]
+          out[#out + 1] = part[j]
+        end
+      end
+    end
+    if #out > 0 then
+      result[#result + 1] = epoch
+      result[#result + 1] = out
+    end
+  end
+end
+return result
+"""
+
 _SHA = {
     source: hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
-    for source in (_WRITE, _UNDO, _BEGIN, _ACK, _HGETALL, _HLEN, _RELEASE, _STATS, _FIELDS, _READ)
+    for source in (
+        _WRITE,
+        _UNDO,
+        _BEGIN,
+        _ACK,
+        _HGETALL,
+        _HLEN,
+        _RELEASE,
+        _STATS,
+        _FIELDS,
+        _READ,
+        _READ_SHORT,
+    )
 }
 
 
@@ -575,12 +703,18 @@ class _Part:
     shard: int
     rows: list[Row]
     packed: str
+    short: str = ""  # Redis-only rollups' "rollup:epoch NUL field NUL delta" triplets
+
+    def stored_rows(self, short: dict[int, int]) -> list[Row]:
+        """The rows of rollups the database keeps."""
+        return [row for row in self.rows if row[3] not in short]
 
 
 def _parts(config: dict[str, Any], rows: Sequence[Row]) -> list[_Part]:
     """Rows per shard, in parts of at most ``FLUSH_MAX_ROWS`` fields."""
     shards = int(config["SHARDS"])
     cap = int(config["FLUSH_MAX_ROWS"])
+    short = redis_only_rollups(config)
     per_shard: defaultdict[int, list[Row]] = defaultdict(list)
     for row in rows:
         per_shard[row[0] % shards].append(row)
@@ -589,20 +723,29 @@ def _parts(config: dict[str, Any], rows: Sequence[Row]) -> list[_Part]:
         for offset in range(0, len(shard_rows), cap):
             chunk = shard_rows[offset : offset + cap]
             fields: list[str] = []
+            triplets: list[str] = []
             markers: set[str] = set()
             for project_id, stat, environment, rollup, epoch, count in chunk:
-                fields += (f"{project_id}:{stat}:{rollup}:{epoch}:{environment}", str(count))
+                if rollup in short:
+                    triplets += (
+                        f"{rollup}:{epoch}",
+                        f"{project_id}:{stat}:{environment}",
+                        str(count),
+                    )
+                else:
+                    fields += (f"{project_id}:{stat}:{rollup}:{epoch}:{environment}", str(count))
                 if environment:
                     markers.add(f"e:{project_id}:{environment}")
             for marker in markers:  # last: a failed write never has to take them back
                 fields += (marker, "0")
-            parts.append(_Part(shard, chunk, "\0".join(fields)))
+            parts.append(_Part(shard, chunk, "\0".join(fields), "\0".join(triplets)))
     return parts
 
 
 def _write_call(config: dict[str, Any], part: _Part, now: int, fresh: str) -> Call:
     tag = _tag(config, part.shard)
-    entries = ";".join(sorted({f"{row[3]}:{row[4]}" for row in part.rows}))
+    short = redis_only_rollups(config)
+    entries = ";".join(sorted({f"{row[3]}:{row[4]}" for row in part.rows if row[3] not in short}))
     return (
         part.shard,
         [f"{tag}:live", f"{tag}:batches"],
@@ -611,9 +754,11 @@ def _write_call(config: dict[str, Any], part: _Part, now: int, fresh: str) -> Ca
             f"{part.shard}-{fresh}",
             int(config["FLUSH_MAX_ROWS"]),
             f"{tag}:batch:",
-            part.packed.count("\0") // 2 + 1,
+            part.packed.count("\0") // 2 + 1 if part.packed else 0,
             entries,
             part.packed,
+            part.short,
+            ";".join(f"{rollup}={ttl}" for rollup, ttl in short.items()),
         ],
     )
 
@@ -670,7 +815,9 @@ def write(rows: Sequence[Row]) -> None:
             len(not_run),
             len(parts),
         )
-        database.upsert([row for part, _ in not_run for row in part.rows])
+        # Redis-only rollups have no place in the database: lost with Redis.
+        short = redis_only_rollups(config)
+        database.upsert([row for part, _ in not_run for row in part.stored_rows(short)])
         not_run = []
     if unknown:
         raise BufferUnavailable(
@@ -699,7 +846,7 @@ def _take_back(config: dict[str, Any], done: Sequence[tuple[_Part, str]]) -> Non
     if not done:
         return
     undos = [
-        (part.shard, [f"{_tag(config, part.shard)}:live"], [batch_id, part.packed])
+        (part.shard, [f"{_tag(config, part.shard)}:live"], [batch_id, part.packed, part.short])
         for part, batch_id in done
     ]
     claimed = [
@@ -771,6 +918,8 @@ def read_stats(
     for project_id in ids:
         per_shard[_shard(config, project_id)].append(project_id)
     codes = ";".join(str(stat) for stat in stats)
+    if rollup in redis_only_rollups(config):
+        return _read_short(config, per_shard, codes, environment, rollup, buckets)
     calls: list[Call] = []
     for shard, shard_ids in per_shard.items():
         tag = _tag(config, shard)
@@ -800,6 +949,35 @@ def read_stats(
         if batch_id not in applied:
             for key, delta in deltas.items():
                 cells[key] = cells.get(key, 0) + delta
+    return cells
+
+
+def _read_short(
+    config: dict[str, Any],
+    per_shard: dict[int, list[int]],
+    codes: str,
+    environment: str,
+    rollup: int,
+    buckets: Sequence[int],
+) -> dict[tuple[int, int, int], int]:
+    """A Redis-only rollup's counts, from Redis alone (one round trip per node)."""
+    calls: list[Call] = [
+        (
+            shard,
+            [f"{_tag(config, shard)}:live"],
+            [rollup, buckets[0], buckets[-1], codes, f":{environment}", *shard_ids],
+        )
+        for shard, shard_ids in per_shard.items()
+    ]
+    replies = (_answers(config, _READ_SHORT, calls) if calls and codes else None) or []
+    cells: dict[tuple[int, int, int], int] = {}
+    for reply in replies:
+        for position in range(0, len(reply), 2):
+            epoch = int(reply[position])
+            found = reply[position + 1]
+            for field, value in zip(found[::2], found[1::2], strict=True):
+                pk, stat, _ = field.split(b":", 2)
+                cells[(int(pk), int(stat), epoch)] = int(value)
     return cells
 
 

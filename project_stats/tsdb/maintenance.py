@@ -72,11 +72,18 @@ class BackfillResult:
 def _backfill_pairs(
     rollups: Iterable[int] | None, source: int | None
 ) -> list[tuple[int, int, int]]:
-    """``(target, source, source samples)`` per target, finest target first."""
+    """``(target, source, source samples)`` per target, finest target first.
+
+    Rollups kept in Redis only (``BUFFER["REDIS_ONLY_ROLLUPS"]``) have no
+    stored buckets: they are neither a source nor a target. By default a
+    target with no stored finer rollup is left out; named, it is an error.
+    """
     configured = dict(get_rollups())
     order = sorted(configured)
+    redis_only = buffer.redis_only_rollups()
+    stored = [r for r in order if r not in redis_only]
     if rollups is None:
-        targets = order[1:]
+        targets = [r for r in stored if any(f < r for f in stored)]
     else:
         targets = sorted(set(rollups))
         unknown = [r for r in targets if r not in configured]
@@ -84,11 +91,22 @@ def _backfill_pairs(
             raise ValueError(f"rollups {unknown} are not configured (configured: {order})")
     if source is not None and source not in configured:
         raise ValueError(f"source rollup {source} is not configured (configured: {order})")
+    in_redis = [r for r in [*targets, *([source] if source is not None else [])] if r in redis_only]
+    if in_redis:
+        raise ValueError(
+            f"rollup {in_redis[0]} is kept in Redis only (BUFFER['REDIS_ONLY_ROLLUPS']): "
+            "the database has no buckets of it to build from or to write"
+        )
     pairs = []
     for target in targets:
-        finer = [r for r in order if r < target]
+        finer = [r for r in stored if r < target]
         src = source if source is not None else (finer[-1] if finer else None)
         if src is None:
+            if any(r < target for r in redis_only):
+                raise ValueError(
+                    f"rollup {target} has no finer rollup in the database: the finer ones are "
+                    "kept in Redis only (BUFFER['REDIS_ONLY_ROLLUPS'])"
+                )
             raise ValueError(f"rollup {target} is the finest; there is nothing to build it from")
         if src >= target or target % src:
             raise ValueError(
@@ -199,14 +217,19 @@ def prune(
     For each configured rollup ``(r, n)`` a row is expired when its bucket
     starts before ``now - r * n`` (Sentry's TTL). Rows go in batches of at most
     ``batch_size``, each in its own transaction (unless called inside one).
-    Rows of rollups no longer configured are left alone. Reads of pruned
-    buckets answer zeros.
+    Rows of rollups no longer configured are left alone, and so are those of
+    rollups kept in Redis only (their buckets expire there; 0 is reported).
+    Reads of pruned buckets answer zeros.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}")
     now_value = to_datetime(timezone.now() if now is None else now)
     removed: dict[int, int] = {}
+    redis_only = buffer.redis_only_rollups()
     for rollup, samples in get_rollups():
+        if rollup in redis_only:
+            removed[rollup] = 0  # Redis expires them: no database work
+            continue
         before = retention_start(rollup, samples, now_value)
         if dry_run:
             removed[rollup] = database.count_expired(rollup, before)

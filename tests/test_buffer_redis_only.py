@@ -1,0 +1,132 @@
+"""Rollups kept in Redis only (``BUFFER["REDIS_ONLY_ROLLUPS"]``): never in the
+database, read from Redis, expiring there, left alone by prune and backfill."""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+import redis
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from project_stats import tsdb
+from project_stats.models import EventCount, Project
+from project_stats.tsdb import buffer as buffer_module
+from project_stats.tsdb import database
+from project_stats.tsdb.rollups import bucket_start
+
+from .factories import ProjectFactory
+from .redis_servers import redis_only_rows
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+HOUR = 3600
+
+
+@pytest.fixture
+def short(settings: Any, buffer: dict[str, Any]) -> dict[str, Any]:
+    """The buffer with the default: the 10 s rollup (kept an hour) in Redis only."""
+    config = {**buffer, "REDIS_ONLY_ROLLUPS": None}
+    settings.PROJECT_STATS = {"BUFFER": config}
+    assert buffer_module.redis_only_rollups() == {10: 361 * 10 * 1000}
+    return config
+
+
+def test_short_rollups_never_reach_the_database_and_read_from_redis(
+    short: dict[str, Any], project: Project, now: datetime
+) -> None:
+    second = int(now.timestamp())
+    tsdb.incr_many(
+        [
+            (project, "received", second, 3),
+            (project, "received", second - 10, 2, "prod"),
+            (project, "rejected", second, 1),
+        ]
+    )
+    result = tsdb.flush()
+    # Only the hour and the day (total and "prod") reach the database.
+    assert set(EventCount.objects.values_list("rollup", flat=True)) == {HOUR, 86400}
+    assert result.rows == EventCount.objects.count() == 2 * 2 + 2
+    ten = tsdb.get_range(project, "received", second - 20, second, rollup=10)
+    assert [count for _, count in ten] == [0, 2, 3]
+    prod = tsdb.get_range(project, "received", second - 20, second, rollup=10, environment="prod")
+    assert [count for _, count in prod] == [0, 2, 0]
+    with CaptureQueriesContext(connection) as ctx:
+        tsdb.get_range_by_project([project], "rejected", second - 20, second, rollup=10)
+    assert ctx.captured_queries == []  # Redis alone answers
+    assert redis_only_rows(short)[(project.pk, 0, "", 10, bucket_start(second, 10))] == 3
+    assert tsdb.get_range(project, "received", second, second, rollup=HOUR)[-1][1] == 5
+
+
+def test_short_buckets_expire_after_their_retention(
+    short: dict[str, Any], project: Project, now: datetime
+) -> None:
+    tsdb.incr(project, "received", timestamp=now)
+    client: Any = (
+        redis.RedisCluster.from_url(short["URL"])
+        if short["CLUSTER"]
+        else redis.Redis.from_url(short["URL"])
+    )
+    tag = f"{{{short['PREFIX']}:{project.pk % int(short['SHARDS'])}}}"
+    bucket = f"{tag}:r:10:{bucket_start(now, 10)}"
+    assert 0 < client.pttl(bucket) <= 361 * 10 * 1000
+    assert 0 < client.pttl(f"{tag}:r:10") <= 361 * 10 * 1000
+    assert client.pttl(f"{tag}:live") == -1  # what the database gets waits for a flush
+
+
+def test_prune_does_no_database_work_for_short_rollups(
+    short: dict[str, Any], project: Project, now: datetime
+) -> None:
+    # A 10 s row from before the rollup moved to Redis: prune leaves it alone.
+    database.upsert([(project.pk, 0, "", 10, 0, 7)])
+    with CaptureQueriesContext(connection) as ctx:
+        removed = tsdb.prune(now=now + timedelta(days=400))
+    assert removed[10] == 0
+    # One DELETE per stored rollup (the hour and the day), none for 10 s.
+    assert sum(q["sql"].startswith("DELETE") for q in ctx.captured_queries) == 2
+    assert EventCount.objects.filter(rollup=10).count() == 1
+
+
+def test_backfill_leaves_short_rollups_out_and_refuses_them_by_name(
+    short: dict[str, Any], project: Project, now: datetime
+) -> None:
+    results = tsdb.backfill(now=now)
+    assert [r.rollup for r in results] == [86400]  # 1 h has no stored finer rollup
+    for kwargs in ({"rollups": [HOUR]}, {"rollups": [86400], "source": 10}, {"rollups": [10]}):
+        with pytest.raises(ValueError, match="kept in Redis only"):
+            tsdb.backfill(now=now, **kwargs)
+    with pytest.raises(CommandError, match="kept in Redis only"):
+        call_command("project_stats_backfill", "--rollup", "1h", stdout=io.StringIO())
+
+
+def test_an_overflowing_short_bucket_refuses_the_whole_call(
+    short: dict[str, Any], project: Project, now: datetime
+) -> None:
+    tsdb.incr(project, "received", timestamp=now, count=2**62, rollups=[10])
+    before = redis_only_rows(short)
+    with pytest.raises(ValueError, match="2\\*\\*63 - 1"):
+        tsdb.incr_many([(project, "received", now, 2**62)])  # the hour fits, 10 s does not
+    assert redis_only_rows(short) == before
+    tsdb.flush()
+    assert not EventCount.objects.exists()
+
+
+def test_a_wide_short_read_is_bounded_and_exact(
+    short: dict[str, Any], settings: Any, now: datetime
+) -> None:
+    projects = ProjectFactory.create_batch(12)
+    second = int(now.timestamp())
+    tsdb.incr_many([(p, "received", second - 10 * i, i + 1) for i, p in enumerate(projects)])
+    settings.PROJECT_STATS = {"BUFFER": short, "MAX_TOTAL_POINTS": 12 * 361}
+    by_project = tsdb.get_range_by_project(projects, "received", second - 3600, second, rollup=10)
+    for i, p in enumerate(projects):
+        assert sum(c for _, c in by_project[p.pk]) == i + 1
+    with pytest.raises(tsdb.QueryError):
+        tsdb.get_range_total(
+            [*projects, ProjectFactory()], "received", second - 3600, second, rollup=10
+        )
