@@ -710,11 +710,10 @@ class _Part:
         return [row for row in self.rows if row[3] not in short]
 
 
-def _parts(config: dict[str, Any], rows: Sequence[Row]) -> list[_Part]:
+def _parts(config: dict[str, Any], rows: Sequence[Row], short: dict[int, int]) -> list[_Part]:
     """Rows per shard, in parts of at most ``FLUSH_MAX_ROWS`` fields."""
     shards = int(config["SHARDS"])
     cap = int(config["FLUSH_MAX_ROWS"])
-    short = redis_only_rollups(config)
     per_shard: defaultdict[int, list[Row]] = defaultdict(list)
     for row in rows:
         per_shard[row[0] % shards].append(row)
@@ -742,9 +741,10 @@ def _parts(config: dict[str, Any], rows: Sequence[Row]) -> list[_Part]:
     return parts
 
 
-def _write_call(config: dict[str, Any], part: _Part, now: int, fresh: str) -> Call:
+def _write_call(
+    config: dict[str, Any], part: _Part, now: int, fresh: str, short: dict[int, int]
+) -> Call:
     tag = _tag(config, part.shard)
-    short = redis_only_rollups(config)
     entries = ";".join(sorted({f"{row[3]}:{row[4]}" for row in part.rows if row[3] not in short}))
     return (
         part.shard,
@@ -781,10 +781,11 @@ def write(rows: Sequence[Row]) -> None:
     if not rows:
         return
     config = _config()
-    parts = _parts(config, rows)
+    short = redis_only_rollups(config)
+    parts = _parts(config, rows, short)
     now = _now_ms()
     fresh = uuid.uuid4().hex
-    calls = [_write_call(config, part, now, f"{fresh}{i}") for i, part in enumerate(parts)]
+    calls = [_write_call(config, part, now, f"{fresh}{i}", short) for i, part in enumerate(parts)]
     replies = _per_node(config, _WRITE, calls)
     done: list[tuple[_Part, str]] = []
     overflow: list[str] = []
@@ -816,7 +817,6 @@ def write(rows: Sequence[Row]) -> None:
             len(parts),
         )
         # Redis-only rollups have no place in the database: lost with Redis.
-        short = redis_only_rollups(config)
         database.upsert([row for part, _ in not_run for row in part.stored_rows(short)])
         not_run = []
     if unknown:
@@ -857,9 +857,12 @@ def _take_back(config: dict[str, Any], done: Sequence[tuple[_Part, str]]) -> Non
     if not claimed:
         return
     negative = [(*row[:5], -row[5]) for part in claimed for row in part.rows]
-    parts = _parts(config, negative)
+    short = redis_only_rollups(config)
+    parts = _parts(config, negative, short)
     fresh = uuid.uuid4().hex
-    calls = [_write_call(config, part, _now_ms(), f"{fresh}{i}") for i, part in enumerate(parts)]
+    calls = [
+        _write_call(config, part, _now_ms(), f"{fresh}{i}", short) for i, part in enumerate(parts)
+    ]
     for reply in _per_node(config, _WRITE, calls):
         if isinstance(reply, Exception):
             logger.error("Could not take back part of a refused write: %s", reply)
