@@ -130,3 +130,14 @@ def test_a_wide_short_read_is_bounded_and_exact(
         tsdb.get_range_total(
             [*projects, ProjectFactory()], "received", second - 3600, second, rollup=10
         )
+
+
+def test_delete_forgets_the_projects_short_buckets_too(
+    short: dict[str, Any], project: Project, other_project: Project, now: datetime
+) -> None:
+    second = int(now.timestamp())
+    tsdb.incr_many([(project, "received", second, 2), (other_project, "received", second, 5)])
+    tsdb.delete([project])
+    assert tsdb.get_range(project, "received", second, second, rollup=10)[-1][1] == 0
+    assert tsdb.get_range(other_project, "received", second, second, rollup=10)[-1][1] == 5
+    assert {key[0] for key in redis_only_rows(short)} == {other_project.pk}

@@ -610,11 +610,14 @@ def delete(projects: Iterable[ProjectLike]) -> int:
     shards another flusher holds are waited for, up to ``LEASE_SECONDS`` and
     a second (a dead flusher's lease has expired by then), and
     :class:`BufferUnavailable` is raised, nothing deleted, if one is still held.
+    The rollups kept in Redis only lose these projects' buckets there too
+    (the return value counts database rows only).
     """
     ids = [_project_id(project) for project in projects]
     config = project_stats_settings.BUFFER
     if config is not None and ids:
         buffer.flush_projects(ids, wait=float(config["LEASE_SECONDS"]) + 1)
+        buffer.forget_redis_only(ids)
     return database.delete_projects(ids)
 
 

@@ -477,6 +477,27 @@ end
 return result
 """
 
+# KEYS: live (for the shard's slot). ARGV: the Redis-only rollups joined by
+# ";", then project ids. Deletes those projects' fields from every bucket of
+# those rollups; returns how many fields went.
+_FORGET_SHORT = """
+local base = string.sub(KEYS[1], 1, #KEYS[1] - 4) .. 'r:'
+local wanted = {}
+for i = 2, #ARGV do wanted[ARGV[i]] = true end
+local gone = 0
+for rollup in string.gmatch(ARGV[1], '[^;]+') do
+  for _, epoch in ipairs(redis.call('ZRANGE', base .. rollup, 0, -1)) do
+    local key = base .. rollup .. ':' .. epoch
+    for _, field in ipairs(redis.call('HKEYS', key)) do
+      if wanted[string.match(field, '^(%d+):')] then
+        gone = gone + redis.call('HDEL', key, field)
+      end
+    end
+  end
+end
+return gone
+"""
+
 _SHA = {
     source: hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
     for source in (
@@ -491,6 +512,7 @@ _SHA = {
         _FIELDS,
         _READ,
         _READ_SHORT,
+        _FORGET_SHORT,
     )
 }
 
@@ -1192,6 +1214,32 @@ def flush_projects(project_ids: Iterable[int], *, wait: float) -> FlushResult:
         if todo:
             time.sleep(0.05)
     return total
+
+
+def forget_redis_only(project_ids: Iterable[int]) -> int:
+    """Delete what the Redis-only rollups hold of ``project_ids``; how many fields.
+
+    One script per shard of the projects (one round trip per node); its work
+    grows with the buckets those rollups keep (their retention).
+    """
+    config = _config()
+    short = redis_only_rollups(config)
+    per_shard: defaultdict[int, list[int]] = defaultdict(list)
+    for project_id in set(project_ids):
+        per_shard[_shard(config, project_id)].append(project_id)
+    if not short or not per_shard:
+        return 0
+    rollups = ";".join(str(rollup) for rollup in short)
+    calls: list[Call] = [
+        (shard, [f"{_tag(config, shard)}:live"], [rollups, *ids])
+        for shard, ids in per_shard.items()
+    ]
+    gone = 0
+    for reply in _per_node(config, _FORGET_SHORT, calls):
+        if isinstance(reply, Exception):
+            raise reply if isinstance(reply, BufferUnavailable) else _unavailable(reply, sent=False)
+        gone += int(reply)
+    return gone
 
 
 def _apply(
