@@ -890,6 +890,15 @@ def _take_back(config: dict[str, Any], done: Sequence[tuple[_Part, str]]) -> Non
             logger.error("Could not take back part of a refused write: %s", reply)
 
 
+def _every_reply(config: dict[str, Any], source: str, calls: Sequence[Call]) -> list[Any]:
+    """Every call's reply; the first failure raised as :class:`BufferUnavailable`."""
+    replies = _per_node(config, source, calls)
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply if isinstance(reply, BufferUnavailable) else _unavailable(reply, sent=False)
+    return replies
+
+
 def _answers(config: dict[str, Any], source: str, calls: Sequence[Call]) -> list[Any] | None:
     """Every call's reply, or None when Redis cannot answer one and
     ``READ_ON_ERROR`` is ``"database"`` (else :class:`BufferUnavailable`)."""
@@ -1166,9 +1175,7 @@ def shard_stats() -> list[ShardStats]:
         )
     now = time.time()
     stats: list[ShardStats] = []
-    for (shard, _, _), reply in zip(calls, _per_node(config, _STATS, calls), strict=True):
-        if isinstance(reply, Exception):
-            raise reply if isinstance(reply, BufferUnavailable) else _unavailable(reply, sent=False)
+    for (shard, _, _), reply in zip(calls, _every_reply(config, _STATS, calls), strict=True):
         live_fields, first_ms, claimed, flushed = reply
         times = [int(first_ms)] if first_ms is not None else []
         fields = int(live_fields)
@@ -1235,9 +1242,7 @@ def forget_redis_only(project_ids: Iterable[int]) -> int:
         for shard, ids in per_shard.items()
     ]
     gone = 0
-    for reply in _per_node(config, _FORGET_SHORT, calls):
-        if isinstance(reply, Exception):
-            raise reply if isinstance(reply, BufferUnavailable) else _unavailable(reply, sent=False)
+    for reply in _every_reply(config, _FORGET_SHORT, calls):
         gone += int(reply)
     return gone
 
@@ -1350,8 +1355,6 @@ def pending_batch_ids() -> set[str]:
         # Asking for no field: just the ids.
         calls.append((shard, [f"{tag}:live", f"{tag}:batches"], [f"{tag}:batch:"]))
     ids: set[str] = set()
-    for reply in _per_node(config, _FIELDS, calls):
-        if isinstance(reply, Exception):
-            raise reply if isinstance(reply, BufferUnavailable) else _unavailable(reply, sent=False)
+    for reply in _every_reply(config, _FIELDS, calls):
         ids.update(reply[position].decode() for position in range(2, len(reply), 2))
     return ids
