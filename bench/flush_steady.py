@@ -11,9 +11,12 @@ with means the lag stays bounded instead of growing. Also printed: the rows
 PostgreSQL took per second, the flushers' peak memory (``VmHWM``), Redis's
 memory, and whether the writers kept their pace.
 
-``--memory-series N`` (default 10,000; 0 skips it) measures, before the
-load, Redis's memory per active series once a whole hour of 10 s buckets
-is held (the Redis-only rollup at its full retention), and with one bucket.
+``--memory-series N ...`` (default 10,000 and 250,000; none skips it)
+measures first Redis's memory per active series: with one bucket, and per
+further 10 s bucket held over ``--memory-buckets`` (default 30) of them,
+from which an hour (the Redis-only rollup's full retention) follows. Above
+Redis's ``hash-max-listpack-entries`` fields per shard and bucket, the hashes
+turn from listpacks into hash tables, several times larger.
 """
 
 from __future__ import annotations
@@ -76,28 +79,35 @@ def redis_memory(client: Any) -> int:
     return int(client.info("memory")["used_memory"])
 
 
-def memory_per_series(buffer: dict[str, Any], ids: list[int], client: Any) -> list[list[str]]:
-    """Redis bytes per active series with one 10 s bucket and with an hour of them."""
+def memory_per_series(
+    buffer: dict[str, Any], ids: list[int], client: Any, buckets: int
+) -> list[str]:
+    """Redis bytes per active series: the live hash, and each 10 s bucket held."""
     from project_stats import tsdb
 
-    setup({**buffer, "PREFIX": f"{buffer['PREFIX']}-memory"})
+    prefix = f"{buffer['PREFIX']}-memory"
+    setup({**buffer, "PREFIX": prefix})
     series = len(ids) * len(STATS)
-    now = int(time.time())
+    now = int(time.time()) // 10 * 10
     before = redis_memory(client)
     tsdb.incr_many([(pk, stat, now, 1) for pk in ids for stat in STATS])
     one = redis_memory(client) - before
-    for step in range(1, 360):
+    for step in range(1, buckets):
         tsdb.incr_many([(pk, stat, now - 10 * step, 1) for pk in ids for stat in STATS])
-    hour = redis_memory(client) - before
-    rows = [
-        ["one 10 s bucket (live hash: 1 h, 1 d; one 10 s hash)", f"{one / series:.0f}"],
-        ["an hour of 10 s buckets (360), 1 h and 1 d in the live hash", f"{hour / series:.0f}"],
-    ]
-    prefix = f"{buffer['PREFIX']}-memory"
-    for key in client.scan_iter(match=f"{{{prefix}:*", count=1000):
-        client.delete(key)
+    held = redis_memory(client) - before
+    per_bucket = (held - one) / (buckets - 1) / series
+    key = next(client.scan_iter(match=f"{{{prefix}:*}}:r:10:*", count=1000), None)
+    encoding = client.object("encoding", key).decode() if key else "-"
+    for name in client.scan_iter(match=f"{{{prefix}:*", count=1000):
+        client.delete(name)
     setup(buffer)
-    return rows
+    return [
+        f"{series:,}",
+        f"{one / series:.0f}",
+        f"{per_bucket:.1f}",
+        encoding,
+        f"{(one + 359 * per_bucket * series) / series / 1024:.1f}",
+    ]
 
 
 def main() -> None:
@@ -108,7 +118,8 @@ def main() -> None:
     parser.add_argument("--writers", type=int, default=1)
     parser.add_argument("--seconds", type=int, default=300)
     parser.add_argument("--redis-only", choices=("default", "none"), default="default")
-    parser.add_argument("--memory-series", type=int, default=10_000)
+    parser.add_argument("--memory-series", type=int, nargs="*", default=[10_000, 250_000])
+    parser.add_argument("--memory-buckets", type=int, default=30)
     args = parser.parse_args()
 
     ensure_database(DATABASE)
@@ -127,25 +138,42 @@ def main() -> None:
     from project_stats.models import EventCount, Organization, Project
 
     client = redis.Redis.from_url(REDIS_URL)
-    projects = (args.series + len(STATS) - 1) // len(STATS)
+    most = max([args.series, *args.memory_series])
+    projects = (most + len(STATS) - 1) // len(STATS)
     org, _ = Organization.objects.get_or_create(slug="flush", defaults={"name": "Flush"})
     have = Project.objects.filter(organization=org).count()
     Project.objects.bulk_create(
         (Project(organization=org, slug=f"f{i}", name=f"F{i}") for i in range(have, projects)),
         batch_size=5000,
     )
-    ids = list(
+    all_ids = list(
         Project.objects.filter(organization=org).order_by("pk").values_list("pk", flat=True)
     )[:projects]
+    ids = all_ids[: (args.series + len(STATS) - 1) // len(STATS)]
     report: list[str] = []
     if args.memory_series:
-        rows = memory_per_series(buffer, ids[: args.memory_series // len(STATS)], client)
+        rows = [
+            memory_per_series(buffer, all_ids[: count // len(STATS)], client, args.memory_buckets)
+            for count in args.memory_series
+        ]
         report += [
-            f"### Redis memory per active series ({args.memory_series:,} series)\n",
-            table(["held", "bytes per series"], rows),
+            "### Redis memory per active series (64 shards; an hour is 360 10 s buckets)\n",
+            table(
+                [
+                    "active series",
+                    "bytes, one bucket (live hash + one 10 s bucket)",
+                    "bytes per further 10 s bucket",
+                    "10 s hash encoding",
+                    "KB with an hour held",
+                ],
+                rows,
+            ),
             "",
         ]
 
+    if args.seconds <= 0 or not ids:
+        print("\n".join(report))
+        return
     table_name = EventCount._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(f"TRUNCATE {table_name}")  # noqa: S608 - the benchmark's own database
@@ -177,8 +205,7 @@ def main() -> None:
         for part in slices
     ]
     flushers = [
-        context.Process(target=flusher, args=(buffer, args.interval))
-        for _ in range(args.flushers)
+        context.Process(target=flusher, args=(buffer, args.interval)) for _ in range(args.flushers)
     ]
     memory_before = redis_memory(client)
     counts_before = written()

@@ -384,7 +384,7 @@ def redis_only_rows(config: dict[str, Any]) -> dict[tuple[int, int, str, int, in
     rows: dict[tuple[int, int, str, int, int], int] = {}
     for node in nodes:
         for key in node.scan_iter(match="{" + config["PREFIX"] + ":*}:r:*:*", count=1000):
-            rollup, epoch = key.decode().rsplit(":", 2)[-2:]
+            rollup, epoch, _ = key.decode().rsplit(":", 3)[-3:]  # ...:r:rollup:epoch:group
             for name, value in node.hgetall(key).items():
                 pk, stat, environment = name.decode().split(":", 2)
                 rows[(int(pk), int(stat), environment, int(rollup), int(epoch))] = int(value)

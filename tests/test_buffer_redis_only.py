@@ -73,7 +73,8 @@ def test_short_buckets_expire_after_their_retention(
         else redis.Redis.from_url(short["URL"])
     )
     tag = f"{{{short['PREFIX']}:{project.pk % int(short['SHARDS'])}}}"
-    bucket = f"{tag}:r:10:{bucket_start(now, 10)}"
+    group = project.pk // int(short["SHARDS"]) // buffer_module.SHORT_GROUP_PROJECTS
+    bucket = f"{tag}:r:10:{bucket_start(now, 10)}:{group}"
     assert 0 < client.pttl(bucket) <= 361 * 10 * 1000
     assert 0 < client.pttl(f"{tag}:r:10") <= 361 * 10 * 1000
     assert client.pttl(f"{tag}:live") == -1  # what the database gets waits for a flush
@@ -141,3 +142,46 @@ def test_delete_forgets_the_projects_short_buckets_too(
     assert tsdb.get_range(project, "received", second, second, rollup=10)[-1][1] == 0
     assert tsdb.get_range(other_project, "received", second, second, rollup=10)[-1][1] == 5
     assert {key[0] for key in redis_only_rows(short)} == {other_project.pk}
+
+
+def test_short_buckets_hold_a_group_of_a_shards_projects_each(
+    short: dict[str, Any], project: Project, now: datetime
+) -> None:
+    organization = project.organization
+    shards = int(short["SHARDS"])
+    per_group = buffer_module.SHORT_GROUP_PROJECTS
+    # 40 projects of one shard: three groups (the first and last not full).
+    base = (10_000_019 // shards) * shards + 3
+    projects = [
+        ProjectFactory(pk=base + k * shards, organization=organization, slug=f"g{k}")
+        for k in range(40)
+    ]
+    second = int(now.timestamp())
+    tsdb.incr_many(
+        [
+            (p, stat, second, k + 1)
+            for k, p in enumerate(projects)
+            for stat in ("received", "rejected")
+        ]
+    )
+    by_project = tsdb.get_range_by_project(projects, "rejected", second, second, rollup=10)
+    assert [by_project[p.pk][-1][1] for p in projects] == [k + 1 for k in range(40)]
+    client: Any = (
+        redis.RedisCluster.from_url(short["URL"])
+        if short["CLUSTER"]
+        else redis.Redis.from_url(short["URL"])
+    )
+    tag = f"{{{short['PREFIX']}:{base % shards}}}"
+    groups = sorted({p.pk // shards // per_group for p in projects})
+    assert len(groups) == 3
+    keys = [f"{tag}:r:10:{bucket_start(now, 10)}:{group}" for group in groups]
+    sizes = [client.hlen(key) for key in keys]
+    assert sum(sizes) == 80 and max(sizes) == 2 * per_group
+    # A full group is a compact encoding, not a hash table.
+    full = keys[sizes.index(2 * per_group)]
+    assert client.object("encoding", full) in (b"listpack", b"ziplist")
+    # Deleting some projects leaves the others of their groups.
+    tsdb.delete(projects[::2])
+    after = tsdb.get_range_by_project(projects, "received", second, second, rollup=10)
+    assert [after[p.pk][-1][1] for p in projects] == [0 if k % 2 == 0 else k + 1 for k in range(40)]
+    assert sum(client.hlen(key) for key in keys) == 40

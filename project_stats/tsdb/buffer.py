@@ -18,6 +18,10 @@ shard ``pk % SHARDS``)::
     {P:s}:batches       zset    ids of the closed batches (score: when closed, ms)
     {P:s}:lease         string  token of the flusher working on the shard, expiring
     {P:s}:flushed       hash    the shard's last flush: at (ms), seconds, rows
+    {P:s}:r:<r>:<b>:<g> hash    a Redis-only rollup r's bucket b, for the shard's
+                                projects of group g (SHORT_GROUP_PROJECTS of them):
+                                "pk:stat:environment" -> count; expires
+    {P:s}:r:<r>         zset    the buckets of rollup r held (score: their expiry)
 
 The hash tag ``{P:s}`` puts all the keys of a shard in one Redis Cluster slot,
 so every script below touches a single slot, and the same names serve one
@@ -237,9 +241,10 @@ while position <= length do
   end
   position = stop + 1
 end
--- Redis-only rollups: "rollup:epoch NUL field NUL delta" triplets, each
--- bucket a hash of its own that expires its rollup's retention after its
--- last write; a zset per rollup lists the buckets (score: their expiry).
+-- Redis-only rollups: "rollup:epoch:group NUL field NUL delta" triplets,
+-- each bucket and group of projects a hash of its own that expires its
+-- rollup's retention after its last write; a zset per rollup lists the
+-- buckets (score: their expiry).
 local ttls = {}
 for rollup, ttl in string.gmatch(ARGV[9], '(%d+)=(%d+)') do ttls[rollup] = tonumber(ttl) end
 local buckets = {}
@@ -256,10 +261,16 @@ while position <= length do
   buckets[bucket] = true
   position = stop + 1
 end
+local indexed = {}
 for bucket in pairs(buckets) do
-  local rollup, epoch = string.match(bucket, '^(%d+):(.*)$')
+  local rollup, epoch = string.match(bucket, '^(%d+):([^:]+):')
   local ttl = ttls[rollup]
   redis.call('PEXPIRE', short_prefix .. bucket, ttl)
+  indexed[rollup .. ':' .. epoch] = true
+end
+for entry in pairs(indexed) do
+  local rollup, epoch = string.match(entry, '^(%d+):(.*)$')
+  local ttl = ttls[rollup]
   local index = short_prefix .. rollup
   redis.call('ZADD', index, tonumber(now) + ttl, epoch)
   redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
@@ -440,17 +451,23 @@ end
 )
 
 # KEYS: live (for the shard's slot). ARGV: rollup, first and last bucket
-# start, the stat codes joined by ";", ":environment", then project ids.
-# Reads a Redis-only rollup: the buckets its index lists in the range, and in
-# each the fields of these series. Returns {epoch, {field, value, ...}, ...}.
+# start, the stat codes joined by ";", ":environment", then per group of
+# projects "group=pk,pk,...". Reads a Redis-only rollup: the buckets its index
+# lists in the range, and in each the fields of these series. Returns
+# {epoch, {field, value, ...}, ...}.
 _READ_SHORT = """
 local prefix = string.sub(KEYS[1], 1, #KEYS[1] - 4) .. 'r:' .. ARGV[1] .. ':'
 local first, last = tonumber(ARGV[2]), tonumber(ARGV[3])
 local stats = {}
 for stat in string.gmatch(ARGV[4], '[^;]+') do stats[#stats + 1] = stat end
-local fields = {}
+local groups = {}
 for i = 6, #ARGV do
-  for _, stat in ipairs(stats) do fields[#fields + 1] = ARGV[i] .. ':' .. stat .. ARGV[5] end
+  local group, ids = string.match(ARGV[i], '^([^=]+)=(.*)$')
+  local fields = {}
+  for pk in string.gmatch(ids, '[^,]+') do
+    for _, stat in ipairs(stats) do fields[#fields + 1] = pk .. ':' .. stat .. ARGV[5] end
+  end
+  groups[#groups + 1] = {':' .. group, fields}
 end
 local index = string.sub(KEYS[1], 1, #KEYS[1] - 4) .. 'r:' .. ARGV[1]
 local result = {}
@@ -458,13 +475,16 @@ for _, epoch in ipairs(redis.call('ZRANGE', index, 0, -1)) do
   local e = tonumber(epoch)
   if e >= first and e <= last then
     local out = {}
-    for i = 1, #fields, 500 do
-      local stop = math.min(i + 499, #fields)
-      local part = redis.call('HMGET', prefix .. epoch, unpack(fields, i, stop))
-      for j = 1, #part do
-        if part[j] then
-          out[#out + 1] = fields[i + j - 1]
-          out[#out + 1] = part[j]
+    for _, group in ipairs(groups) do
+      local key, fields = prefix .. epoch .. group[1], group[2]
+      for i = 1, #fields, 500 do
+        local stop = math.min(i + 499, #fields)
+        local part = redis.call('HMGET', key, unpack(fields, i, stop))
+        for j = 1, #part do
+          if part[j] then
+            out[#out + 1] = fields[i + j - 1]
+            out[#out + 1] = part[j]
+          end
         end
       end
     end
@@ -478,19 +498,26 @@ return result
 """
 
 # KEYS: live (for the shard's slot). ARGV: the Redis-only rollups joined by
-# ";", then project ids. Deletes those projects' fields from every bucket of
-# those rollups; returns how many fields went.
+# ";", then per group of projects "group=pk,pk,...". Deletes those projects'
+# fields from every bucket of those rollups; returns how many fields went.
 _FORGET_SHORT = """
 local base = string.sub(KEYS[1], 1, #KEYS[1] - 4) .. 'r:'
-local wanted = {}
-for i = 2, #ARGV do wanted[ARGV[i]] = true end
+local groups = {}
+for i = 2, #ARGV do
+  local group, ids = string.match(ARGV[i], '^([^=]+)=(.*)$')
+  local wanted = {}
+  for pk in string.gmatch(ids, '[^,]+') do wanted[pk] = true end
+  groups[group] = wanted
+end
 local gone = 0
 for rollup in string.gmatch(ARGV[1], '[^;]+') do
   for _, epoch in ipairs(redis.call('ZRANGE', base .. rollup, 0, -1)) do
-    local key = base .. rollup .. ':' .. epoch
-    for _, field in ipairs(redis.call('HKEYS', key)) do
-      if wanted[string.match(field, '^(%d+):')] then
-        gone = gone + redis.call('HDEL', key, field)
+    for group, wanted in pairs(groups) do
+      local key = base .. rollup .. ':' .. epoch .. ':' .. group
+      for _, field in ipairs(redis.call('HKEYS', key)) do
+        if wanted[string.match(field, '^(%d+):')] then
+          gone = gone + redis.call('HDEL', key, field)
+        end
       end
     end
   end
@@ -552,6 +579,26 @@ def _tag(config: dict[str, Any], shard: int) -> str:
 
 def _shard(config: dict[str, Any], project_id: int) -> int:
     return project_id % int(config["SHARDS"])
+
+
+# A Redis-only bucket is a hash per shard and group of this many of the
+# shard's projects (by id), not one per shard: a few dozen fields stay a
+# compact listpack under Redis's default hash-max-listpack-entries (128),
+# about 20 bytes a field against some 60 for a hash table; an hour of 10 s
+# buckets of a busy series takes a quarter of the memory.
+SHORT_GROUP_PROJECTS = 16
+
+
+def _group(config: dict[str, Any], project_id: int) -> int:
+    return project_id // int(config["SHARDS"]) // SHORT_GROUP_PROJECTS
+
+
+def _grouped(config: dict[str, Any], project_ids: Iterable[int]) -> list[str]:
+    """``"group=pk,pk,..."`` per group of ``project_ids`` (of one shard), for the scripts."""
+    groups: defaultdict[int, list[str]] = defaultdict(list)
+    for project_id in project_ids:
+        groups[_group(config, project_id)].append(str(project_id))
+    return [f"{group}={','.join(ids)}" for group, ids in sorted(groups.items())]
 
 
 class _Failed(BufferUnavailable):
@@ -725,7 +772,7 @@ class _Part:
     shard: int
     rows: list[Row]
     packed: str
-    short: str = ""  # Redis-only rollups' "rollup:epoch NUL field NUL delta" triplets
+    short: str = ""  # Redis-only rollups' "rollup:epoch:group NUL field NUL delta" triplets
 
     def stored_rows(self, short: dict[int, int]) -> list[Row]:
         """The rows of rollups the database keeps."""
@@ -749,7 +796,7 @@ def _parts(config: dict[str, Any], rows: Sequence[Row], short: dict[int, int]) -
             for project_id, stat, environment, rollup, epoch, count in chunk:
                 if rollup in short:
                     triplets += (
-                        f"{rollup}:{epoch}",
+                        f"{rollup}:{epoch}:{_group(config, project_id)}",
                         f"{project_id}:{stat}:{environment}",
                         str(count),
                     )
@@ -999,7 +1046,14 @@ def _read_short(
         (
             shard,
             [f"{_tag(config, shard)}:live"],
-            [rollup, buckets[0], buckets[-1], codes, f":{environment}", *shard_ids],
+            [
+                rollup,
+                buckets[0],
+                buckets[-1],
+                codes,
+                f":{environment}",
+                *_grouped(config, shard_ids),
+            ],
         )
         for shard, shard_ids in per_shard.items()
     ]
@@ -1238,7 +1292,7 @@ def forget_redis_only(project_ids: Iterable[int]) -> int:
         return 0
     rollups = ";".join(str(rollup) for rollup in short)
     calls: list[Call] = [
-        (shard, [f"{_tag(config, shard)}:live"], [rollups, *ids])
+        (shard, [f"{_tag(config, shard)}:live"], [rollups, *_grouped(config, ids)])
         for shard, ids in per_shard.items()
     ]
     gone = 0
