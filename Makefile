@@ -134,9 +134,16 @@ bench: venv
 bench-backfill: venv
 	$(PY) bench/backfill.py
 
-# Flushes of 1,000 and 10,000 active projects (FLUSH_PROJECTS='1000 10000 50000' for more).
+# The scale of the write buffer's flushes (about 20 minutes): single flushes of
+# 1,000 to 50,000 active projects (FLUSH_PROJECTS to choose), then 5 minutes of
+# steady load each at 250,000 active series flushed every 5 s and 1,000,000
+# every 60 s, with two flushers (STEADY_SECONDS to shorten them).
 bench-flush: venv
-	$(PY) bench/flush_scale.py --projects $(or $(FLUSH_PROJECTS),1000 10000)
+	$(PY) bench/flush_scale.py --projects $(or $(FLUSH_PROJECTS),1000 10000 50000)
+	$(PY) bench/flush_steady.py --series 250000 --interval 5 --flushers 2 \
+		$(if $(STEADY_SECONDS),--seconds $(STEADY_SECONDS))
+	$(PY) bench/flush_steady.py --series 1000000 --interval 60 --flushers 2 --memory-series \
+		$(if $(STEADY_SECONDS),--seconds $(STEADY_SECONDS))
 
 # 60 s of wrk (32 connections) against gunicorn on PostgreSQL while events are
 # ingested; fails on any non-2xx answer or worker memory growth past 10 %.

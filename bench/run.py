@@ -22,6 +22,7 @@ PARTS = [
     ("ingest.py", []),
     ("buffer.py", []),
     ("buffer_reads.py", []),
+    ("flush_scale.py", ["--projects", "1000", "10000"]),
     ("backfill.py", []),
     ("soak.py", []),
 ]
