@@ -4,6 +4,7 @@ database, read from Redis, expiring there, left alone by prune and backfill."""
 from __future__ import annotations
 
 import io
+import socket
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -185,3 +186,27 @@ def test_short_buckets_hold_a_group_of_a_shards_projects_each(
     after = tsdb.get_range_by_project(projects, "received", second, second, rollup=10)
     assert [after[p.pk][-1][1] for p in projects] == [0 if k % 2 == 0 else k + 1 for k in range(40)]
     assert sum(client.hlen(key) for key in keys) == 40
+
+
+def test_a_short_read_redis_cannot_answer_raises_even_with_the_database_fallback(
+    short: dict[str, Any], settings: Any, project: Project, now: datetime
+) -> None:
+    second = int(now.timestamp())
+    tsdb.incr(project, "received", timestamp=second, count=4)
+    tsdb.flush()
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings.PROJECT_STATS = {
+        "BUFFER": {
+            **short,
+            "URL": f"redis://127.0.0.1:{port}/0",
+            "CLUSTER": False,
+            "READ_ON_ERROR": "database",
+        }
+    }
+    # The stored rollups answer from the database...
+    assert tsdb.get_range(project, "received", second, second, rollup=HOUR)[-1][1] == 4
+    # ...but the database holds nothing of a Redis-only one: no made-up zeros.
+    with pytest.raises(tsdb.BufferUnavailable):
+        tsdb.get_range(project, "received", second - 20, second, rollup=10)

@@ -1041,7 +1041,11 @@ def _read_short(
     rollup: int,
     buckets: Sequence[int],
 ) -> dict[tuple[int, int, int], int]:
-    """A Redis-only rollup's counts, from Redis alone (one round trip per node)."""
+    """A Redis-only rollup's counts, from Redis alone (one round trip per node).
+
+    Raises :class:`BufferUnavailable` when Redis cannot answer, whatever
+    ``READ_ON_ERROR`` says.
+    """
     calls: list[Call] = [
         (
             shard,
@@ -1057,7 +1061,9 @@ def _read_short(
         )
         for shard, shard_ids in per_shard.items()
     ]
-    replies = (_answers(config, _READ_SHORT, calls) if calls and codes else None) or []
+    # Not READ_ON_ERROR's fallback: the database holds nothing of these
+    # rollups, so its answer would be zeros that look like counts.
+    replies = _every_reply(config, _READ_SHORT, calls) if calls and codes else []
     cells: dict[tuple[int, int, int], int] = {}
     for reply in replies:
         for position in range(0, len(reply), 2):
