@@ -405,6 +405,22 @@ end
     + _EACH_HASH
 )
 
+# Lua: appends to ``out`` the fields of ``fields`` that ``key`` holds, each
+# followed by its value (HMGET in slices: Lua's unpack has a small stack).
+_FOUND = """
+local function found(key, fields, out)
+  for i = 1, #fields, 500 do
+    local part = redis.call('HMGET', key, unpack(fields, i, math.min(i + 499, #fields)))
+    for j = 1, #part do
+      if part[j] then
+        out[#out + 1] = fields[i + j - 1]
+        out[#out + 1] = part[j]
+      end
+    end
+  end
+end
+"""
+
 # KEYS: live, batches. ARGV: batch key prefix, rollup, first and last bucket
 # start, the stat codes joined by ";", ":environment", then project ids. Returns {live id,
 # {field, value, ...}, id1, {...}, ...} with only the fields that hold a
@@ -412,7 +428,8 @@ end
 # work grows with what is buffered, not with the series asked for. A hash
 # without an index (written by an earlier version) is asked for every bucket.
 _READ = (
-    """
+    _FOUND
+    + """
 local prefix, rollup, first, last = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local stats = {}
 for stat in string.gmatch(ARGV[5], '[^;]+') do stats[#stats + 1] = stat end
@@ -434,16 +451,7 @@ local function get(key)
       end
     end
   end
-  for i = 1, #fields, 500 do
-    local last_i = math.min(i + 499, #fields)
-    local part = redis.call('HMGET', key, unpack(fields, i, last_i))
-    for j = 1, #part do
-      if part[j] then
-        out[#out + 1] = fields[i + j - 1]
-        out[#out + 1] = part[j]
-      end
-    end
-  end
+  found(key, fields, out)
   return out
 end
 """
@@ -455,7 +463,9 @@ end
 # projects "group=pk,pk,...". Reads a Redis-only rollup: the buckets its index
 # lists in the range, and in each the fields of these series. Returns
 # {epoch, {field, value, ...}, ...}.
-_READ_SHORT = """
+_READ_SHORT = (
+    _FOUND
+    + """
 local prefix = string.sub(KEYS[1], 1, #KEYS[1] - 4) .. 'r:' .. ARGV[1] .. ':'
 local first, last = tonumber(ARGV[2]), tonumber(ARGV[3])
 local stats = {}
@@ -475,19 +485,7 @@ for _, epoch in ipairs(redis.call('ZRANGE', index, 0, -1)) do
   local e = tonumber(epoch)
   if e >= first and e <= last then
     local out = {}
-    for _, group in ipairs(groups) do
-      local key, fields = prefix .. epoch .. group[1], group[2]
-      for i = 1, #fields, 500 do
-        local stop = math.min(i + 499, #fields)
-        local part = redis.call('HMGET', key, unpack(fields, i, stop))
-        for j = 1, #part do
-          if part[j] then
-            out[#out + 1] = fields[i + j - 1]
-            out[#out + 1] = part[j]
-          end
-        end
-      end
-    end
+    for _, group in ipairs(groups) do found(prefix .. epoch .. group[1], group[2], out) end
     if #out > 0 then
       result[#result + 1] = epoch
       result[#result + 1] = out
@@ -496,6 +494,7 @@ for _, epoch in ipairs(redis.call('ZRANGE', index, 0, -1)) do
 end
 return result
 """
+)
 
 # KEYS: live (for the shard's slot). ARGV: the Redis-only rollups joined by
 # ";", then per group of projects "group=pk,pk,...". Deletes those projects'

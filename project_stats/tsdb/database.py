@@ -235,6 +235,57 @@ def _epoch_sql(connection: BaseDatabaseWrapper, column: str) -> str:
     return f"CAST(strftime('%%s', {column}) AS INTEGER)"
 
 
+def _cells_where(
+    connection: BaseDatabaseWrapper,
+    projects: str,
+    projects_params: Sequence[Any],
+    *,
+    stats: Sequence[int],
+    environment: str,
+    rollup: int,
+    first: int,
+    last: int,
+    single: bool,
+) -> tuple[Callable[[str], str], str, list[Any]]:
+    """The column namer, ``WHERE`` condition and parameters of a read of stored
+    buckets (table alias ``c``); values bound through the model's fields."""
+    qn = connection.ops.quote_name
+    meta = EventCount._meta
+
+    def col(name: str) -> str:
+        return f"c.{qn(_column(name))}"
+
+    def prep(name: str, value: Any) -> Any:
+        return cast("Field[Any, Any]", meta.get_field(name)).get_db_prep_value(value, connection)
+
+    # The projects as the scalar subquery of a single project: the planner
+    # then probes the unique index with that id whatever the table's statistics
+    # (a generic plan may otherwise join ``IN (subquery)`` by scanning the
+    # (rollup, timestamp) index across every project).
+    in_projects = (
+        f"{col('project')} = ({projects})" if single else f"{col('project')} IN ({projects})"
+    )
+    in_stats = (
+        f"{col('stat')} = %s"
+        if len(stats) == 1
+        else f"{col('stat')} IN ({', '.join(['%s'] * len(stats)) or 'NULL'})"
+    )
+    where = (
+        f"{in_projects} AND {in_stats} AND {col('rollup')} = %s "
+        f"AND {col('environment')} = %s "
+        f"AND {col('timestamp')} >= %s AND {col('timestamp')} <= %s"
+    )
+    params = [
+        *projects_params,
+        *(prep("stat", stat) for stat in stats),
+        prep("rollup", rollup),
+        prep("environment", environment),
+        prep("timestamp", epoch_to_datetime(first)),
+        prep("timestamp", epoch_to_datetime(last)),
+    ]
+    return col, where, params
+
+
 def series_sql(
     connection: BaseDatabaseWrapper,
     projects: str,
@@ -256,36 +307,18 @@ def series_sql(
     with the counts of all those projects added up and ``NULL`` as project.
     Values are bound through the model's fields.
     """
-    qn = connection.ops.quote_name
-    meta = EventCount._meta
-    table = qn(meta.db_table)
-
-    def col(name: str) -> str:
-        return f"c.{qn(_column(name))}"
-
-    def prep(name: str, value: Any) -> Any:
-        return cast("Field[Any, Any]", meta.get_field(name)).get_db_prep_value(value, connection)
-
-    # The projects as the scalar subquery of a single project: the planner
-    # then probes the unique index with that id whatever the table's statistics
-    # (a generic plan may otherwise join ``IN (subquery)`` by scanning the
-    # (rollup, timestamp) index across every project).
-    in_projects = (
-        f"{col('project')} = ({projects})" if single else f"{col('project')} IN ({projects})"
+    col, where, params = _cells_where(
+        connection,
+        projects,
+        projects_params,
+        stats=(stat,),
+        environment=environment,
+        rollup=rollup,
+        first=first,
+        last=last,
+        single=single,
     )
-    where = (
-        f"{in_projects} AND {col('stat')} = %s AND {col('rollup')} = %s "
-        f"AND {col('environment')} = %s "
-        f"AND {col('timestamp')} >= %s AND {col('timestamp')} <= %s"
-    )
-    params = [
-        *projects_params,
-        prep("stat", stat),
-        prep("rollup", rollup),
-        prep("environment", environment),
-        prep("timestamp", epoch_to_datetime(first)),
-        prep("timestamp", epoch_to_datetime(last)),
-    ]
+    table = connection.ops.quote_name(EventCount._meta.db_table)
     epoch = _epoch_sql(connection, col("timestamp"))
     if summed:
         sql = (
@@ -316,32 +349,23 @@ def stats_sql(
 
     Rows are ``(project_id, bucket_start_epoch, count, stat)``.
     """
-    qn = connection.ops.quote_name
-    meta = EventCount._meta
-
-    def col(name: str) -> str:
-        return f"c.{qn(_column(name))}"
-
-    def prep(name: str, value: Any) -> Any:
-        return cast("Field[Any, Any]", meta.get_field(name)).get_db_prep_value(value, connection)
-
+    col, where, params = _cells_where(
+        connection,
+        projects,
+        projects_params,
+        stats=stats,
+        environment=environment,
+        rollup=rollup,
+        first=first,
+        last=last,
+        single=False,
+    )
+    table = connection.ops.quote_name(EventCount._meta.db_table)
     epoch = _epoch_sql(connection, col("timestamp"))
     sql = (
         f"SELECT {col('project')} AS project_id, {epoch} AS bucket, {col('count')} AS n, "  # noqa: S608
-        f"{col('stat')} AS stat FROM {qn(meta.db_table)} c "
-        f"WHERE {col('project')} IN ({projects}) "
-        f"AND {col('stat')} IN ({', '.join(['%s'] * len(stats))}) AND {col('rollup')} = %s "
-        f"AND {col('environment')} = %s "
-        f"AND {col('timestamp')} >= %s AND {col('timestamp')} <= %s"
+        f"{col('stat')} AS stat FROM {table} c WHERE {where}"
     )
-    params = [
-        *projects_params,
-        *(prep("stat", stat) for stat in stats),
-        prep("rollup", rollup),
-        prep("environment", environment),
-        prep("timestamp", epoch_to_datetime(first)),
-        prep("timestamp", epoch_to_datetime(last)),
-    ]
     return sql, params
 
 
@@ -776,32 +800,21 @@ def read_cells(
     ``batch_ids`` are applied, from one statement: both come from the same snapshot.
     """
     connection = connections[router.db_for_read(EventCount)]
-    names = _names(connection)
     qn = connection.ops.quote_name
-    adapt = connection.ops.adapt_datetimefield_value
-    if connection.vendor == "postgresql":
-        epoch = f"extract(epoch FROM {names['timestamp']})::bigint"
-    else:
-        epoch = f"CAST(strftime('%%s', {names['timestamp']}) AS INTEGER)"
     if not project_ids:
         project_ids = [0]  # matches nothing; keeps the statement valid
-    marks = ", ".join(["%s"] * len(project_ids))
-    stat_marks = ", ".join(["%s"] * len(stats)) or "NULL"
-    sql = (
-        f"SELECT {names['project']}, {names['stat']}, {epoch}, {names['count']}, NULL "  # noqa: S608
-        f"FROM {names['table']} "
-        f"WHERE {names['project']} IN ({marks}) AND {names['stat']} IN ({stat_marks}) "
-        f"AND {names['rollup']} = %s AND {names['environment']} = %s "
-        f"AND {names['timestamp']} >= %s AND {names['timestamp']} <= %s"
+    cells_sql, params = stats_sql(
+        connection,
+        ", ".join(["%s"] * len(project_ids)),
+        list(project_ids),
+        stats=stats,
+        environment=environment,
+        rollup=rollup,
+        first=first,
+        last=last,
     )
-    params: list[Any] = [
-        *project_ids,
-        *stats,
-        rollup,
-        environment,
-        adapt(epoch_to_datetime(first)),
-        adapt(epoch_to_datetime(last)),
-    ]
+    # A fifth column, NULL here, carries the applied batch ids below.
+    sql = f"SELECT q.project_id, q.stat, q.bucket, q.n, NULL FROM ({cells_sql}) q"  # noqa: S608
     if batch_ids:
         sql += (
             f" UNION ALL SELECT NULL, NULL, NULL, NULL, {qn('batch_id')} "  # noqa: S608
