@@ -580,6 +580,14 @@ def _shard(config: dict[str, Any], project_id: int) -> int:
     return project_id % int(config["SHARDS"])
 
 
+def _by_shard(config: dict[str, Any], project_ids: Iterable[int]) -> dict[int, list[int]]:
+    """The distinct ``project_ids`` per shard, ascending."""
+    per_shard: defaultdict[int, list[int]] = defaultdict(list)
+    for project_id in sorted(set(project_ids)):
+        per_shard[_shard(config, project_id)].append(project_id)
+    return per_shard
+
+
 # A Redis-only bucket is a hash per shard and group of this many of the
 # shard's projects (by id), not one per shard: a few dozen fields stay a
 # compact listpack under Redis's default hash-max-listpack-entries (128),
@@ -948,16 +956,13 @@ def _every_reply(config: dict[str, Any], source: str, calls: Sequence[Call]) -> 
 def _answers(config: dict[str, Any], source: str, calls: Sequence[Call]) -> list[Any] | None:
     """Every call's reply, or None when Redis cannot answer one and
     ``READ_ON_ERROR`` is ``"database"`` (else :class:`BufferUnavailable`)."""
-    replies = _per_node(config, source, calls)
-    for reply in replies:
-        if isinstance(reply, Exception):
-            if config["READ_ON_ERROR"] == "database":
-                logger.warning("Redis unavailable; answering a read from the database alone.")
-                return None
-            if isinstance(reply, BufferUnavailable):
-                raise reply
-            raise _unavailable(reply, sent=False)
-    return replies
+    try:
+        return _every_reply(config, source, calls)
+    except BufferUnavailable:
+        if config["READ_ON_ERROR"] != "database":
+            raise
+        logger.warning("Redis unavailable; answering a read from the database alone.")
+        return None
 
 
 def read(
@@ -994,9 +999,7 @@ def read_stats(
     """
     config = _config()
     ids = sorted(set(project_ids))
-    per_shard: defaultdict[int, list[int]] = defaultdict(list)
-    for project_id in ids:
-        per_shard[_shard(config, project_id)].append(project_id)
+    per_shard = _by_shard(config, ids)
     codes = ";".join(str(stat) for stat in stats)
     if rollup in redis_only_rollups(config):
         return _read_short(config, per_shard, codes, environment, rollup, buckets)
@@ -1290,9 +1293,7 @@ def forget_redis_only(project_ids: Iterable[int]) -> int:
     """
     config = _config()
     short = redis_only_rollups(config)
-    per_shard: defaultdict[int, list[int]] = defaultdict(list)
-    for project_id in set(project_ids):
-        per_shard[_shard(config, project_id)].append(project_id)
+    per_shard = _by_shard(config, project_ids)
     if not short or not per_shard:
         return 0
     rollups = ";".join(str(rollup) for rollup in short)
