@@ -34,7 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import db_url, ensure_database, manage, median, table  # noqa: E402
+from bench.common import django_site, median, migrated, table  # noqa: E402
 
 DATABASE = "project_stats_bench_buf"
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
@@ -44,12 +44,7 @@ WRITERS = 4
 
 
 def setup(buffer: dict[str, Any] | None) -> None:
-    os.environ.update(
-        DJANGO_SETTINGS_MODULE="bench.site_settings", BENCH_DATABASE_URL=db_url(DATABASE)
-    )
-    import django
-
-    django.setup()
+    django_site(DATABASE)
     from django.conf import settings
 
     settings.PROJECT_STATS = {} if buffer is None else {"BUFFER": buffer}
@@ -153,8 +148,7 @@ def main() -> None:
     except redis.RedisError:
         print(f"### The Redis write buffer\n\nSkipped: no Redis answers at {REDIS_URL}.")
         return
-    ensure_database(DATABASE)
-    manage(DATABASE, "migrate", "--noinput", "-v", "0")
+    migrated(DATABASE)
     buffer = {"URL": REDIS_URL, "PREFIX": f"bench-{uuid.uuid4().hex[:8]}", "SHARDS": 64}
     setup(None)
     from django.conf import settings

@@ -27,7 +27,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import db_url, ensure_database, manage, median, table  # noqa: E402
+from bench.common import django_site, median, migrated, table  # noqa: E402
 
 DATABASE = "project_stats_bench_buf"
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
@@ -58,14 +58,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=20)
     args = parser.parse_args()
 
-    ensure_database(DATABASE)
-    manage(DATABASE, "migrate", "--noinput", "-v", "0")
-    os.environ.update(
-        DJANGO_SETTINGS_MODULE="bench.site_settings", BENCH_DATABASE_URL=db_url(DATABASE)
-    )
-    import django
-
-    django.setup()
+    migrated(DATABASE)
+    django_site(DATABASE)
     import redis
     from django.conf import settings
 

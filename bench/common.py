@@ -30,6 +30,22 @@ def ensure_database(name: str) -> None:
             conn.execute(f'CREATE DATABASE "{name}"')
 
 
+def migrated(database: str) -> None:
+    """Create ``database`` if missing and bring its tables up to date."""
+    ensure_database(database)
+    manage(database, "migrate", "--noinput", "-v", "0")
+
+
+def django_site(database: str) -> None:
+    """Set Django up in this process: the demo site's settings on ``database``."""
+    os.environ.update(
+        DJANGO_SETTINGS_MODULE="bench.site_settings", BENCH_DATABASE_URL=db_url(database)
+    )
+    import django
+
+    django.setup()
+
+
 def site_env(database: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(

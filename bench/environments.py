@@ -15,7 +15,6 @@ serves the check shows. Figures are noisy on a shared machine.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import sys
 import time
@@ -26,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 import psycopg  # noqa: E402
 
-from bench.common import db_url, ensure_database, manage, median, table  # noqa: E402
+from bench.common import db_url, django_site, median, migrated, table  # noqa: E402
 from bench.http_read import ORG, load  # noqa: E402
 
 DATABASE = "project_stats_bench_env"
@@ -60,17 +59,11 @@ def main() -> None:
     parser.add_argument("--no-plans", action="store_true", help="time ingestion only")
     args = parser.parse_args()
 
-    ensure_database(DATABASE)
-    manage(DATABASE, "migrate", "--noinput", "-v", "0")
+    migrated(DATABASE)
     remove_environment_rows(DATABASE)
     load(DATABASE, 2000, demo=False)
     add_environment_rows(DATABASE)
-    os.environ.update(
-        DJANGO_SETTINGS_MODULE="bench.site_settings", BENCH_DATABASE_URL=db_url(DATABASE)
-    )
-    import django
-
-    django.setup()
+    django_site(DATABASE)
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 

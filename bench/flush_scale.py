@@ -29,7 +29,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import db_url, ensure_database, manage, table  # noqa: E402
+from bench.common import django_site, migrated, table  # noqa: E402
 
 DATABASE = "project_stats_bench_flush"
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
@@ -37,12 +37,7 @@ STATS = ("received", "rejected")
 
 
 def setup(buffer: dict[str, Any]) -> None:
-    os.environ.update(
-        DJANGO_SETTINGS_MODULE="bench.site_settings", BENCH_DATABASE_URL=db_url(DATABASE)
-    )
-    import django
-
-    django.setup()
+    django_site(DATABASE)
     from django.conf import settings
 
     settings.PROJECT_STATS = {"BUFFER": buffer}
@@ -103,8 +98,7 @@ def main() -> None:
     parser.add_argument("--projects", type=int, nargs="+", default=[1000, 10_000])
     args = parser.parse_args()
 
-    ensure_database(DATABASE)
-    manage(DATABASE, "migrate", "--noinput", "-v", "0")
+    migrated(DATABASE)
     buffer = {"URL": REDIS_URL, "PREFIX": f"bench-flush-{uuid.uuid4().hex[:8]}", "SHARDS": 64}
     setup(buffer)
     from django.db import connection

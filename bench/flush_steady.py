@@ -35,7 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import ensure_database, manage, table  # noqa: E402
+from bench.common import migrated, table  # noqa: E402
 from bench.flush_scale import DATABASE, REDIS_URL, STATS, peak_mb, setup  # noqa: E402
 
 
@@ -122,8 +122,7 @@ def main() -> None:
     parser.add_argument("--memory-buckets", type=int, default=30)
     args = parser.parse_args()
 
-    ensure_database(DATABASE)
-    manage(DATABASE, "migrate", "--noinput", "-v", "0")
+    migrated(DATABASE)
     buffer = {
         "URL": REDIS_URL,
         "PREFIX": f"bench-steady-{uuid.uuid4().hex[:8]}",

@@ -10,7 +10,6 @@ beforehand, outside the timing. Prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import sys
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import db_url, ensure_database, manage, median, table  # noqa: E402
+from bench.common import db_url, django_site, median, migrated, table  # noqa: E402
 
 DATABASE = "project_stats_bench_ingest"
 STATS = ("received", "rejected", "blacklisted", "generated")
@@ -35,14 +34,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
 
-    ensure_database(DATABASE)
-    manage(DATABASE, "migrate", "--noinput", "-v", "0")
-    os.environ.update(
-        DJANGO_SETTINGS_MODULE="bench.site_settings", BENCH_DATABASE_URL=db_url(DATABASE)
-    )
-    import django
-
-    django.setup()
+    migrated(DATABASE)
+    django_site(DATABASE)
     import psycopg
     from django.db import connection
 

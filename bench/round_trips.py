@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import statistics
 import sys
 import time
@@ -20,10 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import django  # noqa: E402
 import psycopg  # noqa: E402
 
-from bench.common import db_url, table  # noqa: E402
+from bench.common import db_url, django_site, table  # noqa: E402
 
 DATABASE = "project_stats_bench_big"
 ORG, PROJECT = "bench-org", "p3"
@@ -48,10 +46,7 @@ COUNTS_SQL = (
 
 def the_statement() -> tuple[str, list[object], str]:
     """The views' statement for the default request, with a fresh token's digest."""
-    os.environ.update(
-        DJANGO_SETTINGS_MODULE="bench.site_settings", BENCH_DATABASE_URL=db_url(DATABASE)
-    )
-    django.setup()
+    django_site(DATABASE)
     from django.contrib.auth import get_user_model
     from django.db import connection
     from django.test import Client

@@ -31,7 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import db_url, ensure_database, gunicorn, manage, table  # noqa: E402
+from bench.common import db_url, gunicorn, manage, migrated, table  # noqa: E402
 
 DATABASE = "project_stats_bench_soak"
 ORG = "the-interstellar-jurisdiction"
@@ -168,8 +168,7 @@ def main() -> None:
     if args.seconds < 10:
         sys.exit("--seconds must be at least 10 (the warm-up takes the first sixth, 5 s or more)")
 
-    ensure_database(DATABASE)
-    manage(DATABASE, "migrate", "--noinput", "-v", "0")
+    migrated(DATABASE)
     manage(DATABASE, "project_stats_demo", "--days", "8", "--password", "soak", capture=True)
     token = manage(DATABASE, "project_stats_token", "demo", "--name", "soak", capture=True)
     token = token.strip().splitlines()[-1]

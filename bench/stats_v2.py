@@ -11,7 +11,6 @@ per case after a warm-up, and the statements each request ran.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -19,9 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import django  # noqa: E402
 
-from bench.common import db_url, ensure_database, table  # noqa: E402
+from bench.common import django_site, ensure_database, table  # noqa: E402
 
 DATABASE = "project_stats_bench_v2"
 ORG = "/api/0/organizations/the-interstellar-jurisdiction"
@@ -56,10 +54,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=200)
     args = parser.parse_args()
     ensure_database(DATABASE)
-    os.environ.update(
-        DJANGO_SETTINGS_MODULE="bench.site_settings", BENCH_DATABASE_URL=db_url(DATABASE)
-    )
-    django.setup()
+    django_site(DATABASE)
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
     from django.db import connection
