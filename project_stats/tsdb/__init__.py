@@ -614,9 +614,8 @@ def delete(projects: Iterable[ProjectLike]) -> int:
     (the return value counts database rows only).
     """
     ids = [_project_id(project) for project in projects]
-    config = project_stats_settings.BUFFER
-    if config is not None and ids:
-        buffer.flush_projects(ids, wait=float(config["LEASE_SECONDS"]) + 1)
+    if buffer.enabled() and ids:
+        buffer.flush_projects(ids)
         buffer.forget_redis_only(ids)
     return database.delete_projects(ids)
 

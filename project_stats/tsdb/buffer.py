@@ -1259,12 +1259,15 @@ def shard_stats() -> list[ShardStats]:
     return stats
 
 
-def flush_projects(project_ids: Iterable[int], *, wait: float) -> FlushResult:
-    """Flush the shards of ``project_ids``, waiting up to ``wait`` seconds for
-    shards another flusher holds (its lease ends when it finishes, or expires
-    if it died); :class:`BufferUnavailable` if one is still held then.
+def flush_projects(project_ids: Iterable[int], *, wait: float | None = None) -> FlushResult:
+    """Flush the shards of ``project_ids``, waiting up to ``wait`` seconds
+    (default: ``LEASE_SECONDS`` and one more, by when a dead flusher's lease
+    has expired) for shards another flusher holds; :class:`BufferUnavailable`
+    if one is still held then.
     """
     config = _config()
+    if wait is None:
+        wait = float(config["LEASE_SECONDS"]) + 1
     todo = {_shard(config, pk) for pk in project_ids}
     total = FlushResult()
     deadline = time.monotonic() + wait
