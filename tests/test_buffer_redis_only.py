@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import io
 import socket
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import redis
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from project_stats import tsdb
@@ -210,3 +210,46 @@ def test_a_short_read_redis_cannot_answer_raises_even_with_the_database_fallback
     # ...but the database holds nothing of a Redis-only one: no made-up zeros.
     with pytest.raises(tsdb.BufferUnavailable):
         tsdb.get_range(project, "received", second - 20, second, rollup=10)
+
+
+class Rollback(Exception):
+    """Raised to roll an outer transaction back."""
+
+
+def test_a_delete_rolled_back_keeps_the_short_buckets(
+    short: dict[str, Any], project: Project, now: datetime
+) -> None:
+    tsdb.incr(project, "received", timestamp=now, count=5)
+    with pytest.raises(Rollback), transaction.atomic():
+        tsdb.delete([project])
+        raise Rollback
+    for rollup in (10, HOUR, 86400):
+        assert tsdb.get_range(project, "received", now, now, rollup=rollup)[-1][1] == 5, rollup
+    tsdb.delete([project])  # committed: gone from Redis too
+    assert tsdb.get_range(project, "received", now, now, rollup=10)[-1][1] == 0
+    assert redis_only_rows(short) == {}
+
+
+@pytest.mark.parametrize("ahead", [300, 7200])
+def test_a_writer_whose_clock_runs_ahead_hides_no_other_writer_s_buckets(
+    short: dict[str, Any], project: Project, monkeypatch: pytest.MonkeyPatch, ahead: int
+) -> None:
+    second = int(datetime.now(UTC).timestamp()) // 10 * 10
+    real = buffer_module._now_ms
+    # An hour of writes, each when its bucket was current (the writers' clocks right).
+    for i in range(360):
+        at = second - 10 * i
+        monkeypatch.setattr(buffer_module, "_now_ms", lambda at=at: at * 1000 + 500)
+        tsdb.incr(project, "received", timestamp=at)
+    monkeypatch.undo()
+
+    def hour_of_buckets() -> int:
+        series = tsdb.get_range(project, "received", second - 3590, second, rollup=10)
+        return sum(1 for _, count in series if count)
+
+    assert hour_of_buckets() == 360
+    # Another app server, its clock `ahead` seconds fast, writes an event of its "now".
+    monkeypatch.setattr(buffer_module, "_now_ms", lambda: real() + ahead * 1000)
+    tsdb.incr(project, "received", timestamp=second + ahead)
+    monkeypatch.undo()
+    assert hour_of_buckets() == 360

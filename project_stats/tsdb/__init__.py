@@ -611,12 +611,14 @@ def delete(projects: Iterable[ProjectLike]) -> int:
     a second (a dead flusher's lease has expired by then), and
     :class:`BufferUnavailable` is raised, nothing deleted, if one is still held.
     The rollups kept in Redis only lose these projects' buckets there too
-    (the return value counts database rows only).
+    (the return value counts database rows only), once the deletion commits:
+    inside a transaction that rolls back they keep them, as the database
+    keeps its rows.
     """
     ids = [_project_id(project) for project in projects]
     if buffer.enabled() and ids:
         buffer.flush_projects(ids)
-        buffer.forget_redis_only(ids)
+        database.on_commit(lambda: buffer.forget_redis_only_after_delete(ids))
     return database.delete_projects(ids)
 
 

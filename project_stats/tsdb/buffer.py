@@ -172,12 +172,19 @@ def redis_only_rollups(config: dict[str, Any] | None = None) -> dict[int, int]:
 # hash's bucket index ("<hash>:b", a zset of "rollup:epoch" scored by epoch)
 # moves with it, so a read asks only for buckets that hold deltas.
 
-# KEYS: live, batches. ARGV: now (ms), an id for the live hash should this
-# write create it, the most fields a hash takes before it is closed, the batch
-# key prefix, the number of fields given, "rollup:epoch" index entries joined
-# by ";", then "field NUL delta NUL field NUL delta..." as one argument (the
+# KEYS: live, batches. ARGV: an id for the live hash should this write
+# create it, the most fields a hash takes before it is closed, the batch key
+# prefix, the number of fields given, "rollup:epoch" index entries joined by
+# ";", then "field NUL delta NUL field NUL delta..." as one argument (the
 # client packs one string instead of thousands; environment markers, delta 0,
 # come last). Returns the id of the hash written to.
+#
+# The shebang makes Redis 7 check its memory before the script runs: a full
+# Redis (maxmemory, noeviction) refuses the whole script with OOM, so a write
+# is either refused untouched or runs to its end, never stopped half-way.
+# Times are Redis's own (TIME), never the writer's: app servers' clocks
+# disagree, and one running ahead would trim the others' buckets from the
+# index.
 #
 # A live hash is closed (renamed to a claimed batch, as a flush would) before
 # this write when it is full, or when it was written by another incarnation
@@ -188,11 +195,15 @@ def redis_only_rollups(config: dict[str, Any] | None = None) -> dict[int, int]:
 #
 # A bucket that would pass 2**63 - 1 makes HINCRBY fail: the deltas written
 # so far are taken back and the hash left as it was, so the whole script
-# records nothing (Redis does not undo a failed script's writes itself).
-_WRITE = """
+# records nothing (Redis does not undo a failed script's writes itself). Any
+# other refusal of an HINCRBY is taken back the same way and answered as
+# Redis's own error, never as an overflow.
+_WRITE_BODY = """
 local live, batches = KEYS[1], KEYS[2]
-local now, fresh, prefix = ARGV[1], ARGV[2], ARGV[4]
-local cap, count = tonumber(ARGV[3]), tonumber(ARGV[5])
+local fresh, prefix = ARGV[1], ARGV[3]
+local cap, count = tonumber(ARGV[2]), tonumber(ARGV[4])
+local clock = redis.call('TIME')
+local now = string.format('%d', clock[1] * 1000 + math.floor(clock[2] / 1000))
 local short_prefix = string.sub(live, 1, #live - 4) .. 'r:'
 local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
 local id = redis.call('HGET', live, '~id')
@@ -219,26 +230,29 @@ local function undo()
   end
   if id == fresh then redis.call('DEL', live) end
 end
+-- Nil when added; else the error reply to return, everything taken back.
 local function add(key, field, delta)
   local reply = redis.pcall('HINCRBY', key, field, delta)
   if type(reply) == 'table' and reply.err then
     undo()
-    return false
+    if string.find(reply.err, 'overflow', 1, true) then
+      return redis.error_reply('PSOVERFLOW ' .. field)
+    end
+    return reply
   end
   done[#done + 1] = key
   done[#done + 1] = field
   done[#done + 1] = delta
-  return true
+  return nil
 end
-local packed = ARGV[7]
+local packed = ARGV[6]
 local position, length = 1, #packed
 while position <= length do
   local gap = string.find(packed, '\\0', position, true)
   local stop = string.find(packed, '\\0', gap + 1, true) or length + 1
   local field = string.sub(packed, position, gap - 1)
-  if not add(live, field, string.sub(packed, gap + 1, stop - 1)) then
-    return redis.error_reply('PSOVERFLOW ' .. field)
-  end
+  local refused = add(live, field, string.sub(packed, gap + 1, stop - 1))
+  if refused then return refused end
   position = stop + 1
 end
 -- Redis-only rollups: "rollup:epoch:group NUL field NUL delta" triplets,
@@ -246,18 +260,17 @@ end
 -- rollup's retention after its last write; a zset per rollup lists the
 -- buckets (score: their expiry).
 local ttls = {}
-for rollup, ttl in string.gmatch(ARGV[9], '(%d+)=(%d+)') do ttls[rollup] = tonumber(ttl) end
+for rollup, ttl in string.gmatch(ARGV[8], '(%d+)=(%d+)') do ttls[rollup] = tonumber(ttl) end
 local buckets = {}
-packed, position, length = ARGV[8], 1, #ARGV[8]
+packed, position, length = ARGV[7], 1, #ARGV[7]
 while position <= length do
   local first = string.find(packed, '\\0', position, true)
   local second = string.find(packed, '\\0', first + 1, true)
   local stop = string.find(packed, '\\0', second + 1, true) or length + 1
   local bucket = string.sub(packed, position, first - 1)
   local field = string.sub(packed, first + 1, second - 1)
-  if not add(short_prefix .. bucket, field, string.sub(packed, second + 1, stop - 1)) then
-    return redis.error_reply('PSOVERFLOW ' .. field)
-  end
+  local refused = add(short_prefix .. bucket, field, string.sub(packed, second + 1, stop - 1))
+  if refused then return refused end
   buckets[bucket] = true
   position = stop + 1
 end
@@ -276,17 +289,24 @@ for entry in pairs(indexed) do
   redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
   redis.call('PEXPIRE', index, ttl)
 end
-for entry in string.gmatch(ARGV[6], '[^;]+') do
+for entry in string.gmatch(ARGV[5], '[^;]+') do
   redis.call('ZADD', live .. ':b', string.match(entry, ':(.*)'), entry)
 end
 return id or ''
 """
+_WRITE = "#!lua\n" + _WRITE_BODY
+
+# The same write for taking back part of a refused one (negative deltas):
+# it must run even when Redis is full, or the call could not keep its promise
+# that nothing of it stays recorded.
+_WRITE_BACK = "#!lua flags=allow-oom\n" + _WRITE_BODY
 
 # KEYS: live. ARGV: the id a write returned ('' when it wrote no live hash),
 # its packed fields and deltas, its packed Redis-only triplets. Takes that
 # write back if its hash is still live (fields it created are removed);
 # returns 0, touching nothing, when a flush claimed the hash meanwhile.
-_UNDO = """
+# Allowed to run when Redis is full: it only lowers what a write just added.
+_UNDO = """#!lua flags=allow-oom
 if ARGV[1] ~= '' and redis.call('HGET', KEYS[1], '~id') ~= ARGV[1] then return 0 end
 local function take(key, field, delta)
   if delta ~= '0' and redis.call('HINCRBY', key, field, '-' .. delta) == 0 then
@@ -528,6 +548,7 @@ _SHA = {
     source: hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
     for source in (
         _WRITE,
+        _WRITE_BACK,
         _UNDO,
         _BEGIN,
         _ACK,
@@ -541,6 +562,11 @@ _SHA = {
         _FORGET_SHORT,
     )
 }
+
+
+# Scripts that add or subtract: run twice, they would count twice. Never
+# resent, not even after a cluster redirection.
+_NEVER_RESENT = frozenset((_WRITE, _WRITE_BACK, _UNDO))
 
 
 # Clients: one per configuration, shared by the process (redis-py pools are
@@ -738,7 +764,7 @@ def _per_node(config: dict[str, Any], source: str, calls: Sequence[Call]) -> lis
             todo = missing
         for index in indexes:
             reply = replies[index]
-            if source is not _WRITE and isinstance(
+            if source not in _NEVER_RESENT and isinstance(
                 reply, AskError | TryAgainError | ClusterDownError
             ):
                 # A slot that moved (or a cluster healing): the command was
@@ -817,16 +843,13 @@ def _parts(config: dict[str, Any], rows: Sequence[Row], short: dict[int, int]) -
     return parts
 
 
-def _write_call(
-    config: dict[str, Any], part: _Part, now: int, fresh: str, short: dict[int, int]
-) -> Call:
+def _write_call(config: dict[str, Any], part: _Part, fresh: str, short: dict[int, int]) -> Call:
     tag = _tag(config, part.shard)
     entries = ";".join(sorted({f"{row[3]}:{row[4]}" for row in part.rows if row[3] not in short}))
     return (
         part.shard,
         [f"{tag}:live", f"{tag}:batches"],
         [
-            now,
             f"{part.shard}-{fresh}",
             int(config["FLUSH_MAX_ROWS"]),
             f"{tag}:batch:",
@@ -847,21 +870,23 @@ def write(rows: Sequence[Row]) -> None:
     dying mid-call may have recorded some shards' parts and not others.
 
     A bucket whose buffered sum would pass 2**63 - 1 raises ``ValueError``
-    and nothing of the call stays buffered. When a shard cannot be reached,
-    ``ON_ERROR`` decides: ``"raise"`` raises :class:`BufferUnavailable`;
-    ``"database"`` writes that shard's rows straight to the database, but only
-    when Redis certainly did not run them (no connection could be made): after
-    a lost reply or a timeout the write may have been recorded, and
-    :class:`BufferUnavailable` says so instead of writing it twice.
+    and nothing of the call stays buffered. When a shard cannot take its part
+    (unreachable, or refusing it: full, loading), ``ON_ERROR`` decides:
+    ``"raise"`` takes back the parts other shards recorded and raises
+    :class:`BufferUnavailable`, nothing of the call recorded (a retry counts
+    it once); ``"database"`` writes that shard's rows straight to the
+    database, but only when Redis certainly did not run them: after a lost
+    reply or a timeout the write may have been recorded, and
+    :class:`BufferUnavailable` says so instead of writing it twice. Should a
+    take-back itself go unanswered, the error says which parts may stay.
     """
     if not rows:
         return
     config = _config()
     short = redis_only_rollups(config)
     parts = _parts(config, rows, short)
-    now = _now_ms()
     fresh = uuid.uuid4().hex
-    calls = [_write_call(config, part, now, f"{fresh}{i}", short) for i, part in enumerate(parts)]
+    calls = [_write_call(config, part, f"{fresh}{i}", short) for i, part in enumerate(parts)]
     replies = _per_node(config, _WRITE, calls)
     done: list[tuple[_Part, str]] = []
     overflow: list[str] = []
@@ -873,15 +898,14 @@ def write(rows: Sequence[Row]) -> None:
         elif isinstance(reply, Exception):
             if str(reply).startswith(_OVERFLOW):
                 overflow.append(str(reply)[len(_OVERFLOW) :])
-            else:  # refused before it ran (e.g. out of memory, loading)
+            else:  # refused, nothing of it done (out of memory, loading, ...)
                 not_run.append((part, reply))
         else:
             done.append((part, reply.decode()))
     if overflow:
-        _take_back(config, done)
         raise ValueError(
             f"the buffered count of {overflow[0]} would pass 2**63 - 1; "
-            "nothing of this call was recorded"
+            + _taken_back(config, done, unanswered=len(unknown))
         )
     if not (not_run or unknown):
         return
@@ -901,9 +925,7 @@ def write(rows: Sequence[Row]) -> None:
             f"({len(unknown)} parts; {recorded})"
         )
     if not_run:
-        raise BufferUnavailable(
-            f"{_describe(not_run[0][1])}; nothing of {len(not_run)} parts was recorded, {recorded}"
-        )
+        raise BufferUnavailable(f"{_describe(not_run[0][1])}; " + _taken_back(config, done))
 
 
 def _describe(error: Exception) -> str:
@@ -912,36 +934,55 @@ def _describe(error: Exception) -> str:
     return f"Redis refused the write ({type(error).__name__}: {error})"
 
 
-def _take_back(config: dict[str, Any], done: Sequence[tuple[_Part, str]]) -> None:
-    """Undo the parts of a refused write that Redis recorded.
+def _taken_back(
+    config: dict[str, Any], done: Sequence[tuple[_Part, str]], unanswered: int = 0
+) -> str:
+    """Take back ``done`` (see :func:`_take_back`); what the call recorded, in
+    words. ``unanswered``: parts whose write went unanswered (it may have run)."""
+    left = _take_back(config, done) + unanswered
+    if not left:
+        return "nothing of this call was recorded"
+    return (
+        f"{left} parts of this call could not be taken back (Redis did not answer) "
+        "and may stay recorded"
+    )
+
+
+def _take_back(config: dict[str, Any], done: Sequence[tuple[_Part, str]]) -> int:
+    """Undo the parts of a refused write that Redis recorded; how many may stay.
 
     A part whose live hash a flush claimed meanwhile is cancelled by the same
     deltas, negative, in the next live hash: the database gets both, and a
-    read counts both.
+    read counts both. Both scripts run even when Redis is full. An undo whose
+    reply is lost may have run: it is never followed by the negative deltas
+    (that would take the part back twice), only counted as uncertain.
     """
     if not done:
-        return
+        return 0
     undos = [
         (part.shard, [f"{_tag(config, part.shard)}:live"], [batch_id, part.packed, part.short])
         for part, batch_id in done
     ]
-    claimed = [
-        part
-        for (part, _), reply in zip(done, _per_node(config, _UNDO, undos), strict=True)
-        if reply != 1
-    ]
+    claimed: list[_Part] = []
+    left = 0
+    for (part, _), reply in zip(done, _per_node(config, _UNDO, undos), strict=True):
+        if isinstance(reply, Exception):
+            logger.error("Could not take back part of a refused write: %s", reply)
+            left += 1
+        elif reply != 1:
+            claimed.append(part)
     if not claimed:
-        return
+        return left
     negative = [(*row[:5], -row[5]) for part in claimed for row in part.rows]
     short = redis_only_rollups(config)
     parts = _parts(config, negative, short)
     fresh = uuid.uuid4().hex
-    calls = [
-        _write_call(config, part, _now_ms(), f"{fresh}{i}", short) for i, part in enumerate(parts)
-    ]
-    for reply in _per_node(config, _WRITE, calls):
+    calls = [_write_call(config, part, f"{fresh}{i}", short) for i, part in enumerate(parts)]
+    for reply in _per_node(config, _WRITE_BACK, calls):
         if isinstance(reply, Exception):
             logger.error("Could not take back part of a refused write: %s", reply)
+            left += 1
+    return left
 
 
 def _every_reply(config: dict[str, Any], source: str, calls: Sequence[Call]) -> list[Any]:
@@ -1308,6 +1349,23 @@ def forget_redis_only(project_ids: Iterable[int]) -> int:
     for reply in _every_reply(config, _FORGET_SHORT, calls):
         gone += int(reply)
     return gone
+
+
+def forget_redis_only_after_delete(project_ids: Sequence[int]) -> None:
+    """:func:`forget_redis_only` once the database deleted the projects' rows.
+
+    The deletion is committed by then, so Redis failing is not raised to
+    the caller: it is logged with its traceback, and what the Redis-only
+    rollups still hold of those projects expires with their retention.
+    """
+    try:
+        forget_redis_only(project_ids)
+    except BufferUnavailable:
+        logger.exception(
+            "Could not forget the Redis-only buckets of %d deleted projects; "
+            "they expire with their retention.",
+            len(project_ids),
+        )
 
 
 def _apply(

@@ -446,6 +446,12 @@ def environment_recorded(organization_id: int, environment: str) -> bool:
     )
 
 
+def on_commit(callback: Callable[[], None]) -> None:
+    """Call ``callback`` once the transaction counts are written in commits
+    (at once outside a transaction)."""
+    transaction.on_commit(callback, using=_write_connection().alias)
+
+
 def delete_projects(project_ids: Sequence[int]) -> int:
     """Delete all rows of these projects; returns how many were deleted."""
     if not project_ids:
