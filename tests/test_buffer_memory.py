@@ -149,3 +149,22 @@ def test_a_take_back_whose_reply_is_lost_is_not_done_twice(
     assert hourly(project, now) == 2**62
     tsdb.flush()
     assert stored(other) == 3 and stored(project) == 2**62
+
+
+@pytest.mark.parametrize("redis_server", ["rdb"], indirect=True)
+def test_a_full_redis_can_still_be_flushed(
+    settings: Any, redis_server: RedisServer, now: datetime
+) -> None:
+    use_buffer(settings, redis_server.url)
+    projects = [ProjectFactory() for _ in range(10)]
+    tsdb.incr_many([(project, "received", now, 3, "prod") for project in projects])
+    full(redis_server)
+    # Writes are refused; the flush, which frees memory, is not.
+    with pytest.raises(tsdb.BufferUnavailable, match="OutOfMemoryError"):
+        tsdb.incr(projects[0], "received", timestamp=now)
+    result = tsdb.flush()
+    assert result.failed == 0 and result.batches == len({p.pk % SHARDS for p in projects})
+    assert [stored(project) for project in projects] == [3] * 10
+    assert tsdb.flush().rows == 0
+    roomy(redis_server)
+    assert [hourly(project, now) for project in projects] == [3] * 10

@@ -334,20 +334,26 @@ end
 return 1
 """
 
-# KEYS: lease, live, batches. ARGV: token, lease ms, now ms, batch key prefix.
+# The flush's scripts may run when Redis is full (allow-oom): flushing is
+# what frees its memory, and a full Redis that could not be flushed would
+# refuse writes until someone gave it more.
+#
+# KEYS: lease, live, batches. ARGV: token, lease ms, batch key prefix.
 # The batch keeps the id the live hash got when it was created, which reads
 # have seen already: a read that found these deltas live knows them by it.
-_BEGIN = """
+_BEGIN = """#!lua flags=allow-oom
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return false end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 local id = redis.call('HGET', KEYS[2], '~id')
 if id then
-  redis.call('RENAME', KEYS[2], ARGV[4] .. id)
+  local clock = redis.call('TIME')
+  local now = string.format('%d', clock[1] * 1000 + math.floor(clock[2] / 1000))
+  redis.call('RENAME', KEYS[2], ARGV[3] .. id)
   if redis.call('EXISTS', KEYS[2] .. ':b') == 1 then
-    redis.call('RENAME', KEYS[2] .. ':b', ARGV[4] .. id .. ':b')
+    redis.call('RENAME', KEYS[2] .. ':b', ARGV[3] .. id .. ':b')
   end
-  redis.call('ZADD', KEYS[3], ARGV[3], id)
+  redis.call('ZADD', KEYS[3], now, id)
 end
 local ids = redis.call('ZRANGE', KEYS[3], 0, -1)
 if #ids == 0 then redis.call('DEL', KEYS[1]) end
@@ -355,7 +361,7 @@ return ids
 """
 
 # KEYS: batch key, batches, lease. ARGV: batch id, token, lease ms.
-_ACK = """
+_ACK = """#!lua flags=allow-oom
 redis.call('DEL', KEYS[1], KEYS[1] .. ':b')
 redis.call('ZREM', KEYS[2], ARGV[1])
 if redis.call('GET', KEYS[3]) == ARGV[2] then redis.call('PEXPIRE', KEYS[3], ARGV[3]) end
@@ -372,7 +378,7 @@ return redis.call('HLEN', KEYS[1])
 
 # KEYS: lease, flushed. ARGV: token, then what this flush did to the shard
 # (when, seconds, rows), kept for ``project_stats_flush --stats``.
-_RELEASE = """
+_RELEASE = """#!lua flags=allow-oom
 redis.call('HSET', KEYS[2], 'at', ARGV[2], 'seconds', ARGV[3], 'rows', ARGV[4])
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -1215,7 +1221,7 @@ def _flush_claim(config: dict[str, Any], shards: Sequence[int], result: FlushRes
     for shard in shards:
         tag = _tag(config, shard)
         keys = [f"{tag}:lease", f"{tag}:live", f"{tag}:batches"]
-        begins.append((shard, keys, [token, lease_ms, _now_ms(), f"{tag}:batch:"]))
+        begins.append((shard, keys, [token, lease_ms, f"{tag}:batch:"]))
     # 1. Claim: per shard, take the lease and rename live to a new batch.
     claimed: dict[int, list[str]] = {}
     busy: set[int] = set()
