@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import threading
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -370,3 +370,70 @@ def test_a_write_refused_for_a_permission_names_it(
     assert "nothing of 1 parts was recorded" in message
     assert total(tsdb.get_range(project, "received", now, now, rollup=3600)) == 1
     assert buffer_module.enabled()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("policy", ["allkeys-lru", "volatile-lru"])
+def test_what_accepted_eviction_loses(settings: Any, server: RedisServer, policy: str) -> None:
+    """The durability table's rows for ``ACCEPT_EVICTION``: 3,000 increments
+    (9,000 counts) in the last 8 hours written past 1 MB of headroom.
+    ``allkeys-*`` loses stored rollups' counts; ``volatile-*`` the Redis-only
+    rollups' first (their buckets expire), and keeps the others. ``-s``
+    prints the figures."""
+    used = int(info(server, "memory")["used_memory"])
+    server.command("CONFIG", "SET", "maxmemory", str(used + 2**20))
+    server.command("CONFIG", "SET", "maxmemory-policy", policy)
+    use(settings, server.url, ON_ERROR="database", ACCEPT_EVICTION=True)
+    projects = [ProjectFactory() for _ in range(8)]
+    now = datetime.now(UTC)
+    sent = recent = 0
+    for call in range(150):
+        batch = []
+        for step in range(20):
+            when = now - timedelta(seconds=10 * (call * 20 + step))
+            batch.append((projects[(call + step) % 8], "received", when, 3, f"{'e' * 60}{step}"))
+            recent += 3 if when > now - timedelta(minutes=50) else 0
+        tsdb.incr_many(batch)
+        sent += 60
+    since = now - timedelta(minutes=50)
+    short = sum(total(tsdb.get_range(p, "received", since, now, rollup=10)) for p in projects)
+    tsdb.flush()
+    hourly = sum(stored(p) for p in projects)
+    evicted = info(server, "stats")["evicted_keys"]
+    print(
+        f"\n{policy}: {hourly} of {sent} hourly counts stored, {short} of {recent} 10 s counts "
+        f"of the last 50 minutes readable; {evicted} keys evicted"
+    )
+    assert evicted > 0
+    if policy.startswith("allkeys-"):
+        assert hourly < sent
+    else:
+        assert hourly == sent
+    if buffer_module.redis_only_rollups().get(10):
+        assert short < recent
+
+
+@pytest.mark.django_db
+@pytest.mark.xfail(
+    strict=True,
+    raises=ValueError,
+    reason="the write script reads any refused HINCRBY as an overflow: Redis's OOM "
+    "refusal reaches the caller as ValueError ('would pass 2**63 - 1'), not as "
+    "BufferUnavailable, so ON_ERROR does not apply",
+)
+def test_a_full_noeviction_redis_refuses_writes_to_on_error(
+    settings: Any, server: RedisServer, now: datetime
+) -> None:
+    used = int(info(server, "memory")["used_memory"])
+    server.command("CONFIG", "SET", "maxmemory", str(used + 2**20))
+    use(settings, server.url, ON_ERROR="database")
+    project = ProjectFactory()
+    for call in range(150):
+        tsdb.incr_many(
+            [
+                (project, "received", now - timedelta(hours=call * 20 + step), 3, f"e{step}" * 30)
+                for step in range(20)
+            ]
+        )
+    tsdb.flush()
+    assert stored(project) == 150 * 20 * 3
