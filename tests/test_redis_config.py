@@ -327,6 +327,35 @@ def test_the_documented_least_privilege_user_can_do_everything(
 
 
 @pytest.mark.django_db(transaction=True)
+def test_the_documented_least_privilege_user_serves_a_cluster(
+    settings: Any, killable_cluster: Any, now: datetime
+) -> None:
+    """The same ACL on every node: redis-py's cluster client finds the nodes
+    and the slots with it, and every command goes through."""
+    config = buffer_settings("cluster", killable_cluster.url)
+    prefix = config["PREFIX"]
+    rules = [
+        word.replace("{project_stats:", "{" + prefix + ":").replace(">PASSWORD", ">secret")
+        for word in documented_acl()[3:]
+    ]
+    for port in killable_cluster.ports:
+        killable_cluster.command(port, "ACL", "SETUSER", "project_stats", *rules)
+        killable_cluster.command(port, "ACL", "LOG", "RESET")
+    url = f"redis://project_stats:secret@127.0.0.1:{killable_cluster.ports[0]}/0"
+    settings.PROJECT_STATS = {"BUFFER": {**config, "URL": url}}
+    assert ours(check_buffer_redis()) == []
+    projects = [ProjectFactory() for _ in range(8)]
+    tsdb.incr_many([(project, "received", now, 2) for project in projects])
+    assert total(tsdb.get_range(projects[0], "received", now, now, rollup=10)) == 2
+    call_command("project_stats_flush", "--stats", stdout=io.StringIO())
+    call_command("project_stats_flush", stdout=io.StringIO())
+    assert [stored(project) for project in projects] == [2] * 8
+    assert tsdb.delete(projects[:2]) > 0
+    for port in killable_cluster.ports:
+        assert killable_cluster.command(port, "ACL", "LOG") == ""
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_user_without_info_is_named_with_the_grant_and_still_flushes(
     settings: Any,
     redis_server: RedisServer,
