@@ -381,14 +381,15 @@ def check_buffer(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                 id="project_stats.E013",
             )
         )
-    if not isinstance(config["CLUSTER"], bool):
-        errors.append(
-            Error(
-                f"PROJECT_STATS['BUFFER']['CLUSTER'] must be True or False, "
-                f"got {config['CLUSTER']!r}.",
-                id="project_stats.E014",
+    for name in ("CLUSTER", "ACCEPT_EVICTION"):
+        if not isinstance(config[name], bool):
+            errors.append(
+                Error(
+                    f"PROJECT_STATS['BUFFER']['{name}'] must be True or False, "
+                    f"got {config[name]!r}.",
+                    id="project_stats.E014",
+                )
             )
-        )
     prefix = config["PREFIX"]
     if not isinstance(prefix, str) or not 0 < len(prefix) <= 64 or set(prefix) & set("{}:"):
         errors.append(
@@ -450,3 +451,34 @@ def check_buffer(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
             )
         )
     return errors
+
+
+@register(deploy=True)
+def check_buffer_redis(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """The buffer's Redis: an evicting ``maxmemory-policy``, a user that may not run INFO.
+
+    A deployment check (``check --deploy``): it asks Redis, so it stays off
+    every other command. An unreachable Redis is a warning: the site may
+    be checked where Redis is not reachable.
+    """
+    config = project_stats_settings.BUFFER
+    if config is None or check_buffer():
+        return []  # no buffer, or check_buffer says what is wrong with it
+    from .tsdb import buffer, redis_config
+
+    try:
+        servers = redis_config.probe(config)
+    except buffer.BufferUnavailable as error:
+        return [
+            Warning(
+                f"Could not ask the buffer's Redis for its eviction policy and permissions: "
+                f"{error}.",
+                hint="Run check --deploy where PROJECT_STATS['BUFFER']['URL'] is reachable.",
+                id="project_stats.W005",
+            )
+        ]
+    kinds = {"error": Error, "warning": Warning}
+    return [
+        kinds[problem.level](problem.message, hint=problem.hint, id=problem.id)
+        for problem in redis_config.problems(config, servers)
+    ]

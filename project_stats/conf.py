@@ -62,6 +62,9 @@ BUFFER_DEFAULTS: dict[str, Any] = {
     # retention; flushes, prune and backfill leave them alone). None: every
     # rollup kept six hours or less (10 s by default); () keeps all in the database.
     "REDIS_ONLY_ROLLUPS": None,
+    # True: write even to a Redis whose maxmemory-policy may evict (anything
+    # but noeviction), accepting that evicted counts are lost silently.
+    "ACCEPT_EVICTION": False,
 }
 
 

@@ -240,6 +240,7 @@ GOOD_BUFFER = {"URL": "redis://127.0.0.1:6379/0"}
         GOOD_BUFFER,
         {"URL": "rediss://cache:6380/2", "CLUSTER": True, "SHARDS": 1, "ON_ERROR": "database"},
         {"URL": "unix:///run/redis.sock", "READ_ON_ERROR": "database", "SOCKET_TIMEOUT": 0.5},
+        {**GOOD_BUFFER, "ACCEPT_EVICTION": True},
     ],
 )
 def test_good_buffer_settings_pass(settings, value) -> None:  # type: ignore[no-untyped-def]
@@ -256,6 +257,7 @@ def test_good_buffer_settings_pass(settings, value) -> None:  # type: ignore[no-
         ({}, "project_stats.E012"),
         ({"URL": "http://127.0.0.1:6379"}, "project_stats.E012"),
         ({**GOOD_BUFFER, "CLUSTER": "yes"}, "project_stats.E014"),
+        ({**GOOD_BUFFER, "ACCEPT_EVICTION": 1}, "project_stats.E014"),
         ({**GOOD_BUFFER, "PREFIX": ""}, "project_stats.E015"),
         ({**GOOD_BUFFER, "PREFIX": "a{b}"}, "project_stats.E015"),
         ({**GOOD_BUFFER, "PREFIX": "a:b"}, "project_stats.E015"),

@@ -88,7 +88,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..conf import project_stats_settings
-from . import database
+from . import database, redis_config
 from .database import Row
 
 logger = logging.getLogger("project_stats.flush")
@@ -893,7 +893,8 @@ def write(rows: Sequence[Row]) -> None:
     parts = _parts(config, rows, short)
     fresh = uuid.uuid4().hex
     calls = [_write_call(config, part, f"{fresh}{i}", short) for i, part in enumerate(parts)]
-    replies = _per_node(config, _WRITE, calls)
+    # A server that may evict counts or refuse INFO is refused (see redis_config).
+    replies = redis_config.refusals(config, len(calls)) or _per_node(config, _WRITE, calls)
     done: list[tuple[_Part, str]] = []
     overflow: list[str] = []
     not_run: list[tuple[_Part, Exception]] = []
@@ -937,7 +938,8 @@ def write(rows: Sequence[Row]) -> None:
 def _describe(error: Exception) -> str:
     if isinstance(error, BufferUnavailable):
         return str(error)
-    return f"Redis refused the write ({type(error).__name__}: {error})"
+    denied = redis_config.permission_message(error)
+    return denied or f"Redis refused the write ({type(error).__name__}: {error})"
 
 
 def _taken_back(

@@ -13,6 +13,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, close_old_connections
 
 from project_stats import tsdb
+from project_stats.conf import project_stats_settings
+from project_stats.tsdb import redis_config
 
 logger = logging.getLogger("project_stats.flush")
 
@@ -63,6 +65,7 @@ class Command(BaseCommand):
         if options["stats"]:
             self._stats()
             return
+        self._check_redis()
         if not options["loop"]:
             try:
                 result = tsdb.flush()
@@ -79,6 +82,22 @@ class Command(BaseCommand):
                 self.stdout.write(f"Flushed {_describe(result)}.", self.style.SUCCESS)
             return
         self._loop(interval, int(options["verbosity"]))
+
+    def _check_redis(self) -> None:
+        """Say what is unsafe about the buffer's Redis, then flush anyway:
+        draining an evicting Redis is what saves its counts."""
+        config = project_stats_settings.BUFFER
+        if config is None:
+            return
+        try:
+            found = redis_config.problems(config, redis_config.probe(config))
+        except tsdb.BufferUnavailable as exc:
+            logger.warning("Could not ask Redis for its eviction policy and permissions: %s", exc)
+            return
+        for problem in found:
+            log = logger.error if problem.level == "error" else logger.warning
+            log("%s %s (%s)", problem.message, problem.hint, problem.id)
+            self.stderr.write(f"{problem.level.capitalize()}: {problem.message} {problem.hint}")
 
     def _stats(self) -> None:
         try:
