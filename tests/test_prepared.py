@@ -429,6 +429,11 @@ def test_inside_a_transaction_a_changed_statement_fails_once_then_is_prepared_an
             assert prepared.fetch_all(connection, sql, [token.pk]) == [(token.user_id,)]
 
 
+def discard(command: str) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(command)
+
+
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("command", ["DISCARD ALL", "DEALLOCATE ALL"])
@@ -437,13 +442,17 @@ def test_statements_the_site_discarded_are_prepared_anew(
 ) -> None:
     """psycopg notices such a command only while its own preparation is on."""
     tsdb.incr(project, "received", count=2)
-    for _ in range(3):
-        assert prepared.fetch_all(connection, "SELECT %s + 1", [1]) == [(2,)]
-        assert counted(client.get(stats_path(project), **auth)) == 2
-        with connection.cursor() as cursor:
-            cursor.execute(command)
-    assert prepared.fetch_all(connection, "SELECT %s + 1", [2]) == [(3,)]
-    assert new_statements() == ["SELECT $1 + 1"]
+    try:
+        for _ in range(3):
+            # Each read finds its statement gone.
+            assert counted(client.get(stats_path(project), **auth)) == 2
+            discard(command)
+            assert prepared.fetch_all(connection, "SELECT %s + 1", [1]) == [(2,)]
+            discard(command)
+        assert prepared.fetch_all(connection, "SELECT %s + 1", [2]) == [(3,)]
+        assert new_statements() == ["SELECT $1 + 1"]
+    finally:
+        connection.close()  # DISCARD ALL reset the session's settings too (its time zone)
 
 
 def _discard_all(raw: Any) -> None:
