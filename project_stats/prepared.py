@@ -117,9 +117,10 @@ def fetch_all(
         except Error as error:
             if not _recover(connection, raw, error):
                 raise
-        # Gone or stale, now deallocated: prepared anew, once.
+        # Gone or stale, now deallocated: once more, prepared anew (unless
+        # the connection's pool was just found to discard statements).
         try:
-            return _execute(connection, raw, sql, bound)
+            return _execute(connection, raw, sql, bound, prepare=preparing(connection))
         except Error as error:
             _recover(connection, raw, error)
             raise
@@ -154,9 +155,9 @@ def _fetch_unprepared(
 
 
 def _execute(
-    connection: BaseDatabaseWrapper, raw: Any, sql: str, bound: list[Any]
+    connection: BaseDatabaseWrapper, raw: Any, sql: str, bound: list[Any], prepare: bool = True
 ) -> list[tuple[Any, ...]]:
-    """One execution of ``sql``, prepared (on its first run on ``raw``)."""
+    """One execution of ``sql``, prepared (on its first run on ``raw``) if ``prepare``."""
     import psycopg
 
     with connection.wrap_database_errors:
@@ -165,7 +166,8 @@ def _execute(
     # connection's setting, so it is restored at once: the site's own
     # queries keep the threshold the site chose.
     threshold = raw.prepare_threshold
-    raw.prepare_threshold = 0
+    if prepare:
+        raw.prepare_threshold = 0
     try:
         with cursor:
             cursor.execute(sql, bound)
