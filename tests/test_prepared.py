@@ -9,19 +9,27 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import DatabaseError, connection, connections
+from django.db import (
+    DatabaseError,
+    DataError,
+    NotSupportedError,
+    connection,
+    connections,
+    transaction,
+)
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
 from project_stats import prepared, tsdb
-from project_stats.models import ApiToken, Organization, Project
+from project_stats.models import ApiToken, EventCount, Organization, Project
 from project_stats.tsdb import database
 
 from .factories import OrganizationMemberFactory, ProjectFactory
@@ -333,3 +341,222 @@ def test_behind_a_transaction_pooler_preparation_must_be_off(pgbouncer: int, set
     finally:
         for client in clients:
             client.close()
+
+
+# What the server, a pool or the site does to a connection's prepared statements.
+
+
+def other_connection() -> Any:
+    """A psycopg connection of its own to the test database (autocommit)."""
+    import psycopg
+
+    settings = connection.settings_dict
+    params = {
+        "dbname": settings["NAME"],
+        "user": settings["USER"],
+        "password": settings["PASSWORD"],
+        "host": settings["HOST"],
+        "port": settings["PORT"],
+    }
+    return psycopg.connect(**{k: v for k, v in params.items() if v}, autocommit=True)
+
+
+def counted(response: Any) -> int:
+    assert response.status_code == 200, response.content
+    return sum(count for _, count in response.json())
+
+
+@contextmanager
+def column_type_changed(model: Any, field: str) -> Iterator[None]:
+    """``model.field``'s column turned into another integer type from another
+    connection (what switching a key to ``BigAutoField`` migrates), and back."""
+    table, column = model._meta.db_table, model._meta.get_field(field).column
+    with other_connection() as other:
+        ((current,),) = other.execute(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+            "WHERE attrelid = %s::regclass AND attname = %s",
+            [table, column],
+        ).fetchall()
+        changed = "bigint" if current == "integer" else "integer"
+        other.execute(f'ALTER TABLE "{table}" ALTER COLUMN "{column}" TYPE {changed}')
+        try:
+            yield
+        finally:
+            other.execute(f'ALTER TABLE "{table}" ALTER COLUMN "{column}" TYPE {current}')
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_column_type_change_is_prepared_anew_on_a_live_connection(
+    client: Client, project: Project, auth: dict[str, str], new_statements: Any
+) -> None:
+    """The access statement returns the token's user id: its result type changes.
+
+    PostgreSQL refuses to run the old statement ("cached plan must not change
+    result type"): it is deallocated and prepared again, and the request answers.
+    """
+    tsdb.incr(project, "received", count=3)
+    assert counted(client.get(stats_path(project), **auth)) == 3
+    with column_type_changed(ApiToken, "user"):
+        for _ in range(3):
+            assert counted(client.get(stats_path(project), **auth)) == 3
+    assert counted(client.get(stats_path(project), **auth)) == 3
+    assert len([text for text in new_statements() if text.startswith(ACCESS)]) == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_inside_a_transaction_a_changed_statement_fails_once_then_is_prepared_anew(
+    project: Project, auth: dict[str, str]
+) -> None:
+    """The failed statement has aborted the transaction: no retry there (a
+    savepoint around every statement would cost a round trip each way).
+    The connection is put back in step before its next statement."""
+    token = ApiToken.objects.get()
+    sql = f'SELECT "user_id" FROM "{ApiToken._meta.db_table}" WHERE "id" = %s'  # noqa: S608
+    assert prepared.fetch_all(connection, sql, [token.pk]) == [(token.user_id,)]
+    # Rolled back to a savepoint: the outer transaction goes on.
+    with column_type_changed(ApiToken, "user"), transaction.atomic():
+        with pytest.raises(NotSupportedError), transaction.atomic():
+            prepared.fetch_all(connection, sql, [token.pk])
+        assert prepared.fetch_all(connection, sql, [token.pk]) == [(token.user_id,)]
+    # Out of a transaction the statement is prepared anew for the restored type.
+    assert prepared.fetch_all(connection, sql, [token.pk]) == [(token.user_id,)]
+    with column_type_changed(ApiToken, "user"):
+        with pytest.raises(NotSupportedError), transaction.atomic():
+            prepared.fetch_all(connection, sql, [token.pk])
+        with transaction.atomic():
+            assert prepared.fetch_all(connection, sql, [token.pk]) == [(token.user_id,)]
+
+
+def discard(command: str) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(command)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("command", ["DISCARD ALL", "DEALLOCATE ALL"])
+def test_statements_the_site_discarded_are_prepared_anew(
+    client: Client, project: Project, auth: dict[str, str], command: str, new_statements: Any
+) -> None:
+    """psycopg notices such a command only while its own preparation is on."""
+    tsdb.incr(project, "received", count=2)
+    try:
+        for _ in range(3):
+            # Each read finds its statement gone.
+            assert counted(client.get(stats_path(project), **auth)) == 2
+            discard(command)
+            assert prepared.fetch_all(connection, "SELECT %s + 1", [1]) == [(2,)]
+            discard(command)
+        assert prepared.fetch_all(connection, "SELECT %s + 1", [2]) == [(3,)]
+        assert new_statements() == ["SELECT $1 + 1"]
+    finally:
+        connection.close()  # DISCARD ALL reset the session's settings too (its time zone)
+
+
+def _discard_all(raw: Any) -> None:
+    """A pool's reset as PgBouncer's session mode resets a server connection."""
+    raw.execute("DISCARD ALL")
+
+
+@pytest.fixture
+def pooled() -> Iterator[Any]:
+    """The test database through Django's psycopg pool, whose reset runs
+    ``DISCARD ALL``; ``pooled.close()`` is what ends a request: the connection
+    goes back to the pool (the test client leaves connections open)."""
+    pytest.importorskip("psycopg_pool")
+    alias = connection.alias
+    options = {
+        **connection.settings_dict["OPTIONS"],
+        "pool": {"min_size": 1, "max_size": 1, "reset": _discard_all},
+    }
+    wrapper = type(connections[alias])(
+        {**connection.settings_dict, "CONN_MAX_AGE": 0, "OPTIONS": options}, alias=alias
+    )
+    original = connections[alias]
+    connections[alias] = wrapper
+    try:
+        yield wrapper
+    finally:
+        connections[alias] = original
+        wrapper.close()
+        wrapper.close_pool()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_pool_whose_reset_discards_statements(
+    client: Client, project: Project, auth: dict[str, str], pooled: Any, caplog: Any
+) -> None:
+    tsdb.incr(project, "received", count=5)
+    pooled.close()
+    for _ in range(4):
+        assert counted(client.get(stats_path(project), **auth)) == 5
+        pooled.close()
+    # Preparing there costs a round trip and saves nothing: it stopped.
+    assert "discards prepared statements" in caplog.text
+    assert not prepared.preparing(pooled)
+    pooled.ensure_connection()
+    with pooled.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements")
+        assert cursor.fetchone() == (0,)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_pool_whose_reset_discards_statements_with_atomic_requests(
+    client: Client,
+    project: Project,
+    auth: dict[str, str],
+    pooled: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In the request's transaction the first statement found missing fails that request."""
+    monkeypatch.setitem(connections.settings[connection.alias], "ATOMIC_REQUESTS", True)
+    tsdb.incr(project, "received", count=5)
+    pooled.close()
+    client.raise_request_exception = False
+    statuses = []
+    for _ in range(5):
+        statuses.append(client.get(stats_path(project), **auth).status_code)
+        pooled.close()
+    assert statuses == [200, 500, 200, 200, 200]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_failed_first_executions_leave_no_statement_behind(
+    client: Client, project: Project, auth: dict[str, str]
+) -> None:
+    """Each request times out while its statement is planned: the statement
+    was prepared (psycopg forgot it) and the execution failed."""
+    client.raise_request_exception = False
+    index = next(i.name for i in EventCount._meta.constraints if i.name.endswith("bucket_uniq"))
+    with connection.cursor() as cursor:
+        cursor.execute("SET statement_timeout = '50ms'")
+    try:
+        with other_connection() as locker, locker.transaction():
+            # Planning opens the table's indexes: it waits for this lock. The
+            # statement's parse does not (it locks the table, which REINDEX shares).
+            locker.execute(f'REINDEX INDEX "{index}"')
+            for _ in range(20):
+                assert client.get(stats_path(project), **auth).status_code == 500
+            texts = [text for _, text in prepared_statements()]
+            assert len(texts) == len(set(texts)), texts  # at most one statement per text
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET statement_timeout")
+    assert counted(client.get(stats_path(project), **auth)) == 0
+    texts = [text for _, text in prepared_statements()]
+    assert len(texts) == len(set(texts)), texts
+
+
+@pytest.mark.postgres
+def test_failures_inside_transactions_leave_no_statement_behind(new_statements: Any) -> None:
+    for _ in range(20):
+        with pytest.raises(DataError), transaction.atomic():
+            prepared.fetch_all(connection, "SELECT 10 / %s AS leak_test", [0])
+    assert len(new_statements()) <= 1
+    assert prepared.fetch_all(connection, "SELECT 10 / %s AS leak_test", [5]) == [(2,)]
+    assert new_statements() == ["SELECT 10 / $1 AS leak_test"]
