@@ -396,7 +396,7 @@ def test_a_write_refused_for_a_permission_names_it(
     message = str(raised.value)
     assert "may not run a command of the write script (INFO" in message
     assert "+info" in message and "NOPERM" not in message
-    assert "nothing of 1 parts was recorded" in message
+    assert "nothing of this call was recorded" in message
     assert total(tsdb.get_range(project, "received", now, now, rollup=3600)) == 1
     assert buffer_module.enabled()
 
@@ -455,7 +455,13 @@ def test_a_full_noeviction_redis_refuses_writes_to_on_error(
     for call in range(150):
         tsdb.incr_many(
             [
-                (project, "received", now - timedelta(hours=call * 20 + step), 3, f"e{step}" * 30)
+                (
+                    project,
+                    "received",
+                    now - timedelta(hours=call * 20 + step),
+                    3,
+                    f"e{step:02d}" * 20,
+                )
                 for step in range(20)
             ]
         )
