@@ -250,7 +250,9 @@ class OrganizationStatsV2Schema(AutoSchema):
                 list(GROUP_BY),
                 "Repeatable. Groups are sorted by their values in this order; without "
                 "`groupBy` the answer has one group. `project` keeps its series, bounded by "
-                "the site's `MAX_TOTAL_POINTS` (projects x intervals; 400 past it).",
+                "the site's `MAX_TOTAL_POINTS` (projects x intervals; 400 past it). With the "
+                "site's write buffer on, every grouping is bounded by it (projects x buckets "
+                "read).",
             ),
             many(
                 "category",

@@ -408,9 +408,11 @@ class OrganizationStatsV2View(OrganizationEndpointMixin, StatsEndpoint):
     Parameters and answer as :mod:`project_stats.usage` describes them. Answers
     401, 404 (as the organization stats endpoint), then 400 for a bad
     parameter, 403 for a ``project`` that is not one of the organization's,
-    400 when ``groupBy=project`` would exceed ``MAX_TOTAL_POINTS``. Without a
-    buffer the access check, the project ids and the counts come from one
-    statement; the counts are read only when the answer will be given.
+    400 when ``groupBy=project`` would exceed ``MAX_TOTAL_POINTS``, and with
+    the write buffer on when the projects times the buckets read would,
+    whatever the grouping. Without a buffer the access check, the project ids
+    and the counts come from one statement; the counts are read only when the
+    answer will be given.
     """
 
     schema = OrganizationStatsV2Schema()
@@ -474,5 +476,13 @@ class OrganizationStatsV2View(OrganizationEndpointMixin, StatsEndpoint):
         if found.counts is not None:
             cells = tsdb.StatsRangeQuery.cells(found.counts)
         else:
-            cells = tsdb.get_stats_by_project(selected, self._plan(query))
+            planned = self._plan(query)
+            try:
+                cells = tsdb.get_stats_by_project(selected, planned)
+            except tsdb.QueryError as error:
+                # With the write buffer, every project's series is read.
+                raise InvalidQuery(
+                    f"With the write buffer on, {error} (MAX_TOTAL_POINTS). Select fewer "
+                    "projects with project, narrow the range or choose a larger interval."
+                ) from error
         return Response(usage.answer(query, cells))

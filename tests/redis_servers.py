@@ -9,6 +9,7 @@ not answer, unless ``REQUIRE_REDIS=1`` makes that a failure (as in CI).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -390,3 +391,26 @@ def redis_only_rows(config: dict[str, Any]) -> dict[tuple[int, int, str, int, in
                 rows[(int(pk), int(stat), environment, int(rollup), int(epoch))] = int(value)
         node.close()
     return rows
+
+
+def log_every_command(client: Any) -> None:
+    """Make a server of the test's own log every command in its slow log, emptied."""
+    client.config_set("slowlog-max-len", 1_000_000)
+    client.config_set("slowlog-log-slower-than", 0)
+    client.slowlog_reset()
+
+
+def logged_scripts(client: Any, sha: str) -> list[list[bytes]]:
+    """The arguments (after the keys) of every ``EVALSHA sha`` in the slow log,
+    oldest first. Redis logs 32 arguments at most, the last one counting the
+    rest: those are given as empty strings, so each list has its real length."""
+    scripts = []
+    for entry in reversed(client.slowlog_get(1_000_000)):
+        words = entry["command"].split(b" ")
+        if words[:2] != [b"EVALSHA", sha.encode()]:
+            continue
+        more = re.fullmatch(rb"(.*) \.\.\. \((\d+) more arguments\)", entry["command"])
+        if more:
+            words = more.group(1).split(b" ") + [b""] * int(more.group(2))
+        scripts.append(words[3 + int(words[2]) :])
+    return scripts

@@ -7,6 +7,7 @@ series, and transactions of bounded size.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -23,10 +24,12 @@ from project_stats import tsdb
 from project_stats.constants import stat_code
 from project_stats.models import ApiToken, EventCount, Project
 from project_stats.tsdb import buffer as buffer_module
+from project_stats.tsdb.rollups import bucket_start
+from project_stats.usage import READ_STATS
 
 from .conftest import bearer
 from .factories import ApiTokenFactory, OrganizationMemberFactory, ProjectFactory
-from .redis_servers import buffer_settings
+from .redis_servers import buffer_settings, log_every_command, logged_scripts
 
 HOUR = 3600
 MAX = 2**63 - 1
@@ -330,3 +333,71 @@ def test_redis_reads_only_the_buckets_it_holds(
     # One HMGET per live hash (8 shards) for the one bucket held, not one
     # per 500 of the 14,400 fields asked for (29 per hash).
     assert hmget["calls"] <= int(buffer["SHARDS"])
+
+
+class Crash(Exception):
+    """Raised at a crash point: the flush stops there, as if its process died."""
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("point", ["claimed", "committed", None])
+def test_a_flush_between_the_rounds_of_a_read_counts_each_batch_once(
+    monkeypatch: pytest.MonkeyPatch,
+    buffer: dict[str, Any],
+    project: Project,
+    now: datetime,
+    point: str | None,
+) -> None:
+    projects = [project, *ProjectFactory.create_batch(99, organization=project.organization)]
+    tsdb.incr_many([(p, "received", now, 1) for p in projects])
+    tsdb.flush()
+    tsdb.incr_many([(p, "received", now, 2) for p in projects])  # one live hash per shard
+    rounds: list[int] = []
+    every_reply = buffer_module._every_reply
+
+    def flush_after_the_first_round(config: Any, source: str, calls: Any) -> list[Any]:
+        replies = every_reply(config, source, calls)
+        if source is buffer_module._READ:
+            rounds.append(len(calls))
+            if len(rounds) == 1:
+                # The live hashes are claimed (and committed) after some of
+                # their projects were read, before the others are.
+                def crash(reached: str) -> None:
+                    if reached == point:
+                        raise Crash(reached)
+
+                buffer_module.crash_hook = crash
+                with contextlib.suppress(Crash):
+                    tsdb.flush()
+                buffer_module.crash_hook = None
+        return replies
+
+    monkeypatch.setattr(buffer_module, "_every_reply", flush_after_the_first_round)
+    hour = bucket_start(now, HOUR)
+    # 100 projects x 14 stats x 24 buckets: several rounds of several scripts.
+    query = tsdb.plan_stats_range(READ_STATS, hour - 23 * HOUR, hour, rollup=HOUR)
+    cells = tsdb.get_stats_by_project(projects, query)
+    assert len(rounds) >= 2
+    assert cells == {(p.pk, stat_code("received"), hour): 3 for p in projects}
+
+
+def test_redis_only_reads_run_in_bounded_scripts(
+    settings: Any, redis_server: Any, project: Project, now: datetime
+) -> None:
+    # A server of the test's own: its slow log records every script of the read.
+    buffer = buffer_settings("single", redis_server.url, REDIS_ONLY_ROLLUPS=[10])
+    settings.PROJECT_STATS = {"BUFFER": buffer}
+    projects = [project, *ProjectFactory.create_batch(249, organization=project.organization)]
+    tsdb.incr_many([(p, "received", now, 1) for p in projects], rollups=[10])
+    start = now - timedelta(seconds=3600)  # 361 points x 250 projects
+    tsdb.get_range_total(projects[:1], "received", start, now, rollup=10)  # scripts loaded
+    client = redis_server.client()
+    log_every_command(client)
+    series = tsdb.get_range_total(projects, "received", start, now, rollup=10)
+    assert series[-1][1] == 250 and sum(count for _, count in series) == 250
+    scripts = logged_scripts(client, buffer_module._SHA[buffer_module._READ_SHORT])
+    # After rollup, first, last, stats and environment: "group=pk,pk,...".
+    per_script = [sum(len(group.split(b",")) for group in args[5:]) for args in scripts]
+    assert sum(per_script) == 250
+    assert max(per_script) * 361 <= 5000
+    client.close()

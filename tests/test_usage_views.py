@@ -18,10 +18,12 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from project_stats import tsdb
+from project_stats import tsdb, usage
 from project_stats.models import ApiToken, Organization, Project
+from project_stats.tsdb import buffer as buffer_module
 
 from .factories import OrganizationFactory, OrganizationMemberFactory, ProjectFactory, UserFactory
+from .redis_servers import buffer_settings, log_every_command, logged_scripts
 
 pytestmark = pytest.mark.django_db
 
@@ -438,8 +440,10 @@ def test_group_by_project_is_bounded_by_max_total_points(
     response = get(client, auth, **params, project=[projects[0].pk, elsewhere.pk])
     assert response.status_code == 400
     assert get(client, auth, **params, project=projects[0].pk).status_code == 200
-    # Without groupBy=project the answer has one series per group.
-    assert get(client, auth, **{**params, "groupBy": "outcome"}).status_code == 200
+    # Without groupBy=project the answer has one series per group; the write
+    # buffer still reads every project's series, so it is bounded the same way.
+    response = get(client, auth, **{**params, "groupBy": "outcome"})
+    assert response.status_code == (400 if tsdb.buffer_enabled() else 200)
 
 
 @pytest.mark.parametrize(("interval", "seconds"), [("5m", 300), ("1h", HOUR), ("1d", 86400)])
@@ -621,6 +625,76 @@ def test_buffered_counts_are_included(
     tsdb.incr(a, "received", count=1, timestamp=base)  # buffered again, on top of the flushed
     expected[0] = (("accepted", "none"), [16], 16)
     assert by_groups(get(client, auth, **params).json()) == expected
+
+
+BUFFERED_PARAMS = {"field": "sum(quantity)", "category": "error", "groupBy": "outcome"}
+
+
+@pytest.fixture
+def many(settings, redis_server: Any, org: Organization, base: int) -> list[int]:  # type: ignore[no-untyped-def]
+    """2,000 projects (one insert) with stored and buffered counts, the buffer
+    on a Redis of the test's own (its slow log may record every command)."""
+    settings.PROJECT_STATS = {"BUFFER": buffer_settings("single", redis_server.url)}
+    Project.objects.bulk_create(
+        Project(organization=org, slug=f"p{i}", name=f"P{i}") for i in range(2000)
+    )
+    ids = list(Project.objects.filter(organization=org).values_list("pk", flat=True))
+    tsdb.incr_many([(pk, "received", base + 60, 2) for pk in ids])
+    tsdb.flush()  # stored, then more buffered on top
+    tsdb.incr_many([(pk, s, base + 60, 1) for pk in ids for s in ("received", "rejected")])
+    return ids
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_buffered_read_of_every_project_runs_in_bounded_scripts(
+    redis_server: Any, client: Client, many: list[int], auth: dict[str, str], base: int
+) -> None:
+    # 24 intervals of 1 h without groupBy=project: every project's series is read.
+    day = {"start": base - 18 * HOUR, "end": base + 6 * HOUR, "interval": "1h"}
+    assert get(client, auth, **BUFFERED_PARAMS, **day, project=many[0]).status_code == 200
+    redis = redis_server.client()  # the scripts are loaded: no NOSCRIPT in the log
+    log_every_command(redis)
+    response = get(client, auth, **BUFFERED_PARAMS, **day)
+    assert response.status_code == 200, response.content
+    assert by_groups(response.json()) == [
+        (("accepted",), [0] * 18 + [4000] + [0] * 5, 4000),
+        (("rate_limited",), [0] * 18 + [2000] + [0] * 5, 2000),
+    ]
+    # In slices: no script asks a hash for more than a few thousand fields
+    # (projects x 14 stats x 24 buckets), i.e. a few HMGETs of 500.
+    scripts = logged_scripts(redis, buffer_module._SHA[buffer_module._READ])
+    per_script = [len(args) - 6 for args in scripts]  # the project ids
+    assert sum(per_script) == 2000
+    assert max(per_script) * len(usage.READ_STATS) * 24 <= 5000
+    assert redis.info("commandstats")["cmdstat_hmget"]["calls"] <= 10 * len(scripts)
+    redis.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_buffered_read_of_every_project_is_bounded_by_max_total_points(
+    client: Client, many: list[int], org: Organization, auth: dict[str, str], base: int
+) -> None:
+    # 2,000 series of 100 buckets is more than MAX_TOTAL_POINTS, whatever the grouping.
+    wide = {"start": base - 94 * HOUR, "end": base + 6 * HOUR, "interval": "1h"}
+    for group_by in ("outcome", []):
+        response = get(client, auth, **{**BUFFERED_PARAMS, "groupBy": group_by}, **wide)
+        assert (response.status_code, response.json()) == (
+            400,
+            {
+                "detail": "With the write buffer on, 2000 series of 100 points would have "
+                "200000 points; the limit is 100000 (MAX_TOTAL_POINTS). Select fewer "
+                "projects with project, narrow the range or choose a larger interval."
+            },
+        )
+    response = get(client, auth, **BUFFERED_PARAMS, **wide, project=many[:900])
+    assert response.status_code == 200
+    assert by_groups(response.json())[0] == (("accepted",), [0] * 94 + [1800] + [0] * 5, 1800)
+    # The organization stats endpoint refuses its summed series as before.
+    legacy = reverse("project_stats:organization-stats", args=[org.slug])
+    params = {"group": "organization", "resolution": "1h", "until": base + 5 * HOUR}
+    response = client.get(legacy, {**params, "since": base - 94 * HOUR}, **auth)
+    assert response.status_code == 400
+    assert "(MAX_TOTAL_POINTS)" in response.json()["detail"]
 
 
 def test_schema_lists_the_endpoint(client: Client) -> None:

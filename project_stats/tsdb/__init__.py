@@ -467,14 +467,18 @@ def get_stats_by_project(
 ) -> dict[tuple[int, int, int], int]:
     """``{(project_id, stat, bucket_start): count}`` of a planned read, buffered counts included.
 
-    Buckets without counts are absent. One SQL statement (and one Redis
-    round trip per node with the buffer), however many stats.
+    Buckets without counts are absent. One SQL statement (and, with the
+    buffer, Redis read scripts in bounded slices), however many stats. With
+    the buffer, ``QueryError`` before anything is read when the projects
+    times the buckets exceed ``MAX_TOTAL_POINTS``: Redis sums nothing, so
+    every series is read.
     """
     ids = [_project_id(p) for p in projects]
     if not ids or not query.stats:
         return {}
     if buffer.enabled():
         buckets = range(query.first, query.last + 1, query.rollup)
+        _check_total_points(len(set(ids)), len(buckets))
         return buffer.read_stats(ids, query.stats, "", query.rollup, buckets)
     cells, _ = database.read_cells(ids, query.stats, "", query.rollup, query.first, query.last, ())
     return cells
