@@ -12,16 +12,29 @@ SHELL := /bin/bash
 CHROMIUM ?= /usr/bin/chromium
 export CHROMIUM
 PG_URL := $(or $(DATABASE_URL),postgres://postgres@127.0.0.1:5432/test)
+# The MariaDB pass of `make test` (its test database: test_<name>).
+MYSQL_URL ?= mysql://root@127.0.0.1:3306/test
 
-.PHONY: venv browser node-client test test-sites lint typecheck run clean bench bench-backfill bench-flush soak dist wheel-test
+.PHONY: venv mysql-client browser node-client test test-sites lint typecheck run clean bench bench-backfill bench-flush soak dist wheel-test
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml | mysql-client
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
 	$(PY) -m pip install -q -e '.[$(EXTRAS)]' $(if $(EXTRA_PIP),'$(EXTRA_PIP)') 2>&1 | grep -v '^WARNING: Location'; test $${PIPESTATUS[0]} -eq 0
 	touch $@
 
 venv: $(VENV)/.installed
+
+# mysqlclient (the test extra) builds against libmariadb: pkg-config and its
+# headers come from apt where they are missing and we may (root with apt-get),
+# before the venv's pip install needs them.
+mysql-client:
+	@if ! { command -v pkg-config >/dev/null && { pkg-config --exists libmariadb || pkg-config --exists mysqlclient; }; } && \
+		[ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "== installing pkg-config and libmariadb-dev for mysqlclient"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pkg-config libmariadb-dev >/dev/null \
+			|| echo "NOTE: could not install libmariadb-dev; mysqlclient may not build." >&2; \
+	fi
 
 # Installs Chromium where it is missing and we may (root with apt-get); elsewhere
 # the browser tests skip, saying why, unless REQUIRE_BROWSER=1 makes that a failure.
@@ -63,6 +76,14 @@ test: venv browser node-client
 		echo "PostgreSQL is required (REQUIRE_POSTGRES=1) but no server answers at $(PG_URL)" >&2; exit 1; \
 	else \
 		echo "NOTE: no PostgreSQL server answers at $(PG_URL); ran the SQLite suite only."; \
+	fi
+	@if $(PY) -c "import sys, dj_database_url, MySQLdb; s = dj_database_url.parse(sys.argv[1]); MySQLdb.connect(host=s['HOST'], port=int(s['PORT'] or 3306), user=s['USER'], password=s['PASSWORD'], connect_timeout=3).close()" "$(MYSQL_URL)" 2>/dev/null; then \
+		echo "== MariaDB: $(MYSQL_URL)"; \
+		TEST_DATABASE_URL="$(MYSQL_URL)" $(PY) -m pytest -q -p no:cacheprovider; \
+	elif [ "$(REQUIRE_MYSQL)" = "1" ]; then \
+		echo "MariaDB is required (REQUIRE_MYSQL=1) but no server answers at $(MYSQL_URL)" >&2; exit 1; \
+	else \
+		echo "NOTE: no MariaDB server answers at $(MYSQL_URL); skipped the MariaDB suite."; \
 	fi
 
 # Host-site configurations: tests/sites/test_<name>.py under the settings module
