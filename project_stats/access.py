@@ -43,6 +43,7 @@ from .models import (
     OrganizationMember,
     Project,
 )
+from .tsdb.dialects import dialect
 
 __all__ = [
     "Found",
@@ -406,7 +407,7 @@ def look_up(
 
     # PostgreSQL types a UNION's columns branch by branch: the counts' columns
     # must not start out as untyped NULLs. Reads select up to COUNT_COLUMNS.
-    typed_nulls = ", ".join(["CAST(NULL AS bigint)"] * COUNT_COLUMNS)
+    typed_nulls = ", ".join([dialect(connection).bigint("NULL")] * COUNT_COLUMNS)
     sql = (
         f"WITH {', '.join(ctes)} SELECT 0, {token_columns}, target.pid, target.ps, target.oid, "  # noqa: S608
         f"{environment_column}, {typed_nulls} FROM {source} LEFT JOIN target ON 1 = 1"

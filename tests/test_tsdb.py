@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import threading
 from datetime import datetime, timedelta
 from typing import Any
@@ -340,6 +341,9 @@ def _plan(sql: str) -> str:
             # Tiny test tables would be read whole: ask which index serves it.
             cursor.execute("SET LOCAL enable_seqscan = off")
             cursor.execute(f"EXPLAIN {sql}")
+        elif connection.vendor == "mysql":
+            cursor.execute(f"EXPLAIN FORMAT=JSON {sql}")
+            return str(cursor.fetchone()[0])
         else:
             cursor.execute(f"EXPLAIN QUERY PLAN {sql}")
         return "\n".join(str(row[-1]) for row in cursor.fetchall())
@@ -362,6 +366,27 @@ def test_environment_check_probes_an_index_per_project_instead_of_reading_rows(
     assert "project_stats_ec_project_env" in plan
     if connection.vendor == "sqlite":
         assert "(project_id=? AND environment=?)" in plan
+    if connection.vendor == "mysql":
+        # No partial indexes: the same index, on every row.
+        probe = json.loads(plan)["query_block"]
+        tables = [t for t in _plan_tables(probe) if t.get("key") == "project_stats_ec_project_env"]
+        assert tables
+        assert [t["access_type"] for t in tables] == ["ref"] * len(tables)
+        assert all(t["used_key_parts"] == ["project_id", "environment"] for t in tables)
+
+
+def _plan_tables(node: object) -> list[dict[str, Any]]:
+    """Every ``table`` entry of a MariaDB JSON plan."""
+    found: list[dict[str, Any]] = []
+    if isinstance(node, dict):
+        if isinstance(node.get("table"), dict):
+            found.append(node["table"])
+        for value in node.values():
+            found += _plan_tables(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += _plan_tables(value)
+    return found
 
 
 def test_delete_removes_every_row_of_the_given_projects_only(

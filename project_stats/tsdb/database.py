@@ -1,15 +1,16 @@
 """The relational backend: additive upserts and range reads on ``EventCount``.
 
 Every write is a single ``INSERT ... ON CONFLICT DO UPDATE SET count = count +
-excluded.count`` statement, so concurrent writers on one bucket serialize in
-the database and no increment is lost (no read-modify-write in Python).
+excluded.count`` statement (``ON DUPLICATE KEY UPDATE`` on MariaDB), so
+concurrent writers on one bucket serialize in the database and no increment
+is lost (no read-modify-write in Python). What the vendors spell differently
+is in ``dialects.py``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 from django.db import DataError, OperationalError, connections, router, transaction
@@ -18,12 +19,10 @@ from django.db.models import Field, Model, QuerySet, Sum
 
 from .. import prepared
 from ..models import AppliedBatch, EventCount, Project
+from .dialects import SUPPORTED_VENDORS, Row, dialect, overflow_as_data_error
 from .rollups import epoch_to_datetime
 
-Row = tuple[int, int, str, int, int, int]
-"""``(project_id, stat_code, environment, rollup, bucket_epoch, count)``."""
-
-SUPPORTED_VENDORS = frozenset({"postgresql", "sqlite"})
+__all__ = ["SUPPORTED_VENDORS", "Row"]
 
 logger = logging.getLogger("project_stats.flush")
 
@@ -66,11 +65,7 @@ def _build_names(connection: BaseDatabaseWrapper) -> dict[str, str]:
 
 
 def _supported(connection: BaseDatabaseWrapper) -> BaseDatabaseWrapper:
-    # Our SQL speaks two dialects.
-    if connection.vendor not in SUPPORTED_VENDORS:
-        raise NotImplementedError(
-            f"project_stats supports PostgreSQL and SQLite, not {connection.vendor}"
-        )
+    dialect(connection)  # NotImplementedError for a vendor we do not speak
     return connection
 
 
@@ -89,29 +84,6 @@ def _read_connection() -> BaseDatabaseWrapper:
     return _supported(connections[router.db_for_read(EventCount)])
 
 
-# SQLite has no error for an integer overflow in ``+``: the sum silently
-# becomes a REAL (9.223372036854776e+18), which the INTEGER column then keeps.
-# ``abs()`` of the smallest 64-bit integer is one of the few expressions
-# that does fail ("integer overflow"), so the SET clause takes that branch
-# whenever the sum is not an integer any more. The operand depends on the
-# row so that SQLite cannot evaluate it once, up front, as a constant.
-_SQLITE_OVERFLOW = "integer overflow"
-
-
-@contextmanager
-def _overflow_as_data_error(connection: BaseDatabaseWrapper) -> Iterator[None]:
-    """Raise SQLite's integer overflow as the ``DataError`` PostgreSQL raises for bigint.
-
-    Wrap the ``atomic`` block, so that the rollback has happened already.
-    """
-    try:
-        yield
-    except OperationalError as exc:
-        if connection.vendor != "sqlite" or str(exc) != _SQLITE_OVERFLOW:
-            raise
-        raise DataError(f"bigint out of range: a count would pass 2**63 - 1 ({exc})") from exc
-
-
 def upsert(rows: Sequence[Row]) -> None:
     """Add each row's count to its bucket, creating missing buckets.
 
@@ -125,61 +97,26 @@ def upsert(rows: Sequence[Row]) -> None:
     rows = sorted(rows)
     connection = _write_connection()
     names = _names(connection)
-    with (
-        _overflow_as_data_error(connection),
-        transaction.atomic(using=connection.alias),
-        connection.cursor() as cursor,
-    ):
-        if connection.vendor == "postgresql":
-            _upsert_postgresql(cursor, names, rows)
-        else:
-            _upsert_values(cursor, connection, names, rows)
-
-
-def _upsert_postgresql(cursor: Any, names: dict[str, str], rows: Sequence[Row]) -> None:
-    # One statement for any batch size: the rows travel as six arrays.
-    columns = list(zip(*rows, strict=True))
-    sql = (
-        f"INSERT INTO {names['table']} ({names['columns']}) "  # noqa: S608
-        "SELECT p, s, e, r, to_timestamp(t), c FROM unnest("
-        "%s::bigint[], %s::smallint[], %s::varchar[], %s::integer[], %s::bigint[], %s::bigint[]"
-        ") AS u(p, s, e, r, t, c) "
-        f"ON CONFLICT ({names['conflict']}) DO UPDATE "
-        f"SET {names['count']} = {names['table']}.{names['count']} + EXCLUDED.{names['count']}"
-    )
-    cursor.execute(sql, [list(column) for column in columns])
-
-
-def _upsert_values(
-    cursor: Any, connection: BaseDatabaseWrapper, names: dict[str, str], rows: Sequence[Row]
-) -> None:
-    max_params = connection.features.max_query_params or 999
-    per_statement = max(1, max_params // 6)
-    adapt = connection.ops.adapt_datetimefield_value
-    total = f"{names['table']}.{names['count']} + excluded.{names['count']}"
-    # See _SQLITE_OVERFLOW: a sum that is no longer an integer fails the statement.
-    set_count = (
-        f"{names['count']} = CASE WHEN typeof({total}) = 'integer' THEN {total} "
-        f"ELSE abs(-9223372036854775807 - 1 + 0 * excluded.{names['count']}) END"
-    )
-    for offset in range(0, len(rows), per_statement):
-        chunk = rows[offset : offset + per_statement]
-        params: list[Any] = []
-        for project_id, stat, environment, rollup, epoch, count in chunk:
-            params += [
-                project_id,
-                stat,
-                environment,
-                rollup,
-                adapt(epoch_to_datetime(epoch)),
-                count,
-            ]
-        values = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(chunk))
-        cursor.execute(
-            f"INSERT INTO {names['table']} ({names['columns']}) VALUES {values} "  # noqa: S608
-            f"ON CONFLICT ({names['conflict']}) DO UPDATE SET {set_count}",
-            params,
-        )
+    speaker = dialect(connection)
+    # InnoDB's next-key locks can deadlock writers of neighbouring keys even
+    # in one key order; the victim's transaction is rolled back whole, so on
+    # its own it is simply run again, once. Inside a caller's transaction the
+    # rollback took the caller's earlier work too: that is theirs to retry.
+    retry = not connection.in_atomic_block
+    while True:
+        try:
+            with (
+                overflow_as_data_error(connection),
+                transaction.atomic(using=connection.alias),
+                connection.cursor() as cursor,
+            ):
+                speaker.upsert(cursor, names, rows)
+            return
+        except OperationalError as exc:
+            if not (retry and speaker.is_deadlock(exc)):
+                raise
+            logger.warning("Deadlock writing %d counts; retrying once.", len(rows))
+            retry = False
 
 
 def _buckets(
@@ -206,10 +143,7 @@ def read_buckets(
     connection = _read_connection()
     names = _names(connection)
     adapt = connection.ops.adapt_datetimefield_value
-    if connection.vendor == "postgresql":
-        epoch = f"extract(epoch FROM {names['timestamp']})::bigint"
-    else:
-        epoch = f"CAST(strftime('%%s', {names['timestamp']}) AS INTEGER)"
+    epoch = dialect(connection).epoch(names["timestamp"])
     sql = (
         f"SELECT {epoch}, {names['count']} FROM {names['table']} "  # noqa: S608
         f"WHERE {names['project']} = %s AND {names['stat']} = %s AND {names['rollup']} = %s "
@@ -226,13 +160,6 @@ def read_buckets(
     ]
     rows = prepared.fetch_all(connection, sql, params)
     return {int(epoch_value): count for epoch_value, count in rows}
-
-
-def _epoch_sql(connection: BaseDatabaseWrapper, column: str) -> str:
-    """SQL turning a stored bucket start into epoch seconds, in the database."""
-    if connection.vendor == "postgresql":
-        return f"extract(epoch FROM {column})::bigint"
-    return f"CAST(strftime('%%s', {column}) AS INTEGER)"
 
 
 def _cells_where(
@@ -319,11 +246,12 @@ def series_sql(
         single=single,
     )
     table = connection.ops.quote_name(EventCount._meta.db_table)
-    epoch = _epoch_sql(connection, col("timestamp"))
+    epoch = dialect(connection).epoch(col("timestamp"))
     if summed:
+        bigint = dialect(connection).bigint
+        total = bigint(f"SUM({col('count')})")
         sql = (
-            f"SELECT CAST(NULL AS bigint) AS project_id, {epoch} AS bucket, "  # noqa: S608
-            f"CAST(SUM({col('count')}) AS bigint) AS n "
+            f"SELECT {bigint('NULL')} AS project_id, {epoch} AS bucket, {total} AS n "  # noqa: S608
             f"FROM {table} c WHERE {where} GROUP BY {epoch}"
         )
     else:
@@ -361,7 +289,7 @@ def stats_sql(
         single=False,
     )
     table = connection.ops.quote_name(EventCount._meta.db_table)
-    epoch = _epoch_sql(connection, col("timestamp"))
+    epoch = dialect(connection).epoch(col("timestamp"))
     sql = (
         f"SELECT {col('project')} AS project_id, {epoch} AS bucket, {col('count')} AS n, "  # noqa: S608
         f"{col('stat')} AS stat FROM {table} c WHERE {where}"
@@ -489,29 +417,6 @@ def delete_projects(project_ids: Sequence[int]) -> int:
 _BACKFILL_LOCK = 0x70735F62  # pg_advisory_xact_lock key shared by all backfills
 
 
-def _bucket_sql(vendor: str, column: str, rollup: int) -> str:
-    """SQL for the start of the ``rollup`` bucket holding timestamp ``column``.
-
-    ``rollup`` is a validated int; it is inlined so that the GROUP BY
-    expression matches the SELECT one textually.
-    """
-    if vendor == "postgresql":
-        # date_bin floors before its origin too.
-        return (
-            f"date_bin(make_interval(secs => {int(rollup)}), {column}, "
-            "TIMESTAMPTZ '1970-01-01 00:00:00+00')"
-        )
-    # Floor, as Python's ``%``: SQLite's ``/`` and ``%`` round toward zero,
-    # which before 1970 would put a time in the bucket after its own. Same
-    # text form Django writes ('YYYY-MM-DD HH:MM:SS'), so the unique
-    # constraint collides with rows written by ``upsert``.
-    seconds = f"CAST(strftime('%%s', {column}) AS INTEGER)"
-    return (
-        f"datetime({seconds} - (({seconds} %% {int(rollup)}) + {int(rollup)}) %% {int(rollup)}, "
-        "'unixepoch')"
-    )
-
-
 def _in(column: str, values: Sequence[int] | None, params: list[Any]) -> str:
     if values is None:
         return ""
@@ -541,7 +446,9 @@ def _comparison(
     col |= {"timestamp": qn(_column("timestamp")), "count": qn(_column("count"))}
     adapt = connection.ops.adapt_datetimefield_value
     lo, hi = adapt(epoch_to_datetime(start)), adapt(epoch_to_datetime(end))
-    bucket = _bucket_sql(connection.vendor, f"s.{col['timestamp']}", target)
+    speaker = dialect(connection)
+    bucket = speaker.bucket(f"s.{col['timestamp']}", target)
+    total = speaker.bigint(f"SUM(s.{col['count']})")
 
     params: list[Any] = [source, lo, hi]
     src_filters = _in(f"s.{col['project']}", project_ids, params)
@@ -559,7 +466,7 @@ def _comparison(
     )
     sql = (
         f"src AS (SELECT s.{col['project']} AS p, s.{col['stat']} AS st, "  # noqa: S608
-        f"s.{col['environment']} AS e, {bucket} AS b, CAST(SUM(s.{col['count']}) AS bigint) AS n "
+        f"s.{col['environment']} AS e, {bucket} AS b, {total} AS n "
         f"FROM {table} s WHERE s.{col['rollup']} = %s "
         f"AND s.{col['timestamp']} >= %s AND s.{col['timestamp']} < %s{src_filters} "
         f"GROUP BY s.{col['project']}, s.{col['stat']}, s.{col['environment']}, {bucket}), "
@@ -605,7 +512,7 @@ def backfill_chunk(
     )
     changes = "d <> 0" if replace else "d > 0"
     if dry_run:
-        with _overflow_as_data_error(connection), connection.cursor() as cursor:
+        with overflow_as_data_error(connection), connection.cursor() as cursor:
             cursor.execute(
                 f"WITH {ctes} SELECT COUNT(*), "  # noqa: S608
                 f"COALESCE(SUM(CASE WHEN {changes} THEN 1 ELSE 0 END), 0) FROM cmp",
@@ -619,14 +526,11 @@ def backfill_chunk(
         f"INSERT INTO {names['table']} ({names['columns']}) "  # noqa: S608
         f"SELECT p, st, e, %s, b, d FROM cmp WHERE {changes}"
     )
-    upsert_tail = (
-        f" ON CONFLICT ({names['conflict']}) DO UPDATE "
-        f"SET {names['count']} = {names['table']}.{names['count']} + excluded.{names['count']}"
-    )
+    upsert_tail = dialect(connection).upsert_tail(names)
     # SQLite's SUM fails on an integer overflow (no silent REAL there), and
     # target + (sum - target) cannot overflow: only the error's type differs.
     with (
-        _overflow_as_data_error(connection),
+        overflow_as_data_error(connection),
         transaction.atomic(using=connection.alias),
         connection.cursor() as cursor,
     ):
@@ -644,6 +548,8 @@ def backfill_chunk(
             )
             examined, written = cursor.fetchone()
             return int(examined), int(written)
+        if connection.vendor == "mysql":
+            return _backfill_mysql(cursor, ctes, params, changes, insert, upsert_tail, target)
         cursor.execute(f"WITH {ctes} {insert}{upsert_tail}", [*params, target])
         # sqlite3 reports no rowcount for a statement starting with WITH.
         cursor.execute("SELECT changes()")
@@ -653,6 +559,52 @@ def backfill_chunk(
         cursor.execute(f"WITH {ctes} SELECT COUNT(*) FROM cmp", params)  # noqa: S608
         (examined,) = cursor.fetchone()
         return int(examined), int(written)
+
+
+def _backfill_mysql(
+    cursor: Any,
+    ctes: str,
+    params: list[Any],
+    changes: str,
+    insert: str,
+    upsert_tail: str,
+    target: int,
+) -> tuple[int, int]:
+    """The write of :func:`backfill_chunk` on MariaDB, inside its transaction.
+
+    Two backfills take turns on a named lock (held by the session: released
+    after the chunk). The affected-row count of ``ON DUPLICATE KEY`` mixes
+    inserts (1) and updates (2), so the rows to write are counted first, in
+    the same comparison; an increment committed in between changes a
+    bucket's value, not whether the chunk writes it.
+    """
+    cursor.execute("SELECT GET_LOCK(%s, %s)", [_BACKFILL_LOCK_NAME, _BACKFILL_LOCK_TIMEOUT])
+    (locked,) = cursor.fetchone()
+    if locked != 1:
+        raise OperationalError(f"backfill: {_BACKFILL_LOCK_NAME} not acquired in time")
+    try:
+        cursor.execute(
+            f"WITH {ctes} SELECT COUNT(*), "  # noqa: S608
+            f"COALESCE(SUM(CASE WHEN {changes} THEN 1 ELSE 0 END), 0) FROM cmp",
+            params,
+        )
+        examined, written = cursor.fetchone()
+        # MariaDB takes a WITH inside the INSERT's SELECT, not before the INSERT;
+        # rows in upsert's key order, so that a backfill and a batch do not deadlock.
+        select, _, where = insert.partition(" FROM cmp WHERE ")
+        into, _, columns = select.partition(" SELECT ")
+        cursor.execute(
+            f"{into} WITH {ctes} SELECT {columns} FROM cmp WHERE {where} "  # noqa: S608
+            f"ORDER BY p, st, CAST(e AS BINARY), b{upsert_tail}",
+            [*params, target],
+        )
+    finally:
+        cursor.execute("SELECT RELEASE_LOCK(%s)", [_BACKFILL_LOCK_NAME])
+    return int(examined), int(written)
+
+
+_BACKFILL_LOCK_NAME = "project_stats.backfill"
+_BACKFILL_LOCK_TIMEOUT = 600  # seconds; a chunk is one statement
 
 
 def count_expired(rollup: int, before: int) -> int:
@@ -671,10 +623,7 @@ def delete_expired(rollup: int, before: int, limit: int) -> int:
     table = qn(EventCount._meta.db_table)
     pk = qn(EventCount._meta.pk.column)
     rollup_col, ts_col = qn(_column("rollup")), qn(_column("timestamp"))
-    sql = (
-        f"DELETE FROM {table} WHERE {pk} IN ("  # noqa: S608
-        f"SELECT {pk} FROM {table} WHERE {rollup_col} = %s AND {ts_col} < %s LIMIT %s)"
-    )
+    sql = dialect(connection).delete_bounded(table, pk, f"{rollup_col} = %s AND {ts_col} < %s")
     cutoff = connection.ops.adapt_datetimefield_value(epoch_to_datetime(before))
     with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
         cursor.execute(sql, [rollup, cutoff, limit])
@@ -708,6 +657,7 @@ def apply_batches(
     table = qn(AppliedBatch._meta.db_table)
     id_col, at_col = qn("batch_id"), qn("applied_at")
     at = connection.ops.adapt_datetimefield_value(epoch_to_datetime(applied_at))
+    insert_new = dialect(connection).insert_new(table, f"{id_col}, {at_col}", id_col)
     applied: set[str] = set()
     with transaction.atomic(using=connection.alias):
         with connection.cursor() as cursor:
@@ -715,11 +665,7 @@ def apply_batches(
             # SQLite (no RETURNING needed). A concurrent flusher inserting the
             # same id makes this one wait for its commit, then skip the batch.
             for batch_id in sorted(batches):
-                cursor.execute(
-                    f"INSERT INTO {table} ({id_col}, {at_col}) VALUES (%s, %s) "  # noqa: S608
-                    f"ON CONFLICT ({id_col}) DO NOTHING",
-                    [batch_id, at],
-                )
+                cursor.execute(insert_new, [batch_id, at])
                 if cursor.rowcount == 1:
                     applied.add(batch_id)
         # A project deleted meanwhile would fail the foreign key at every retry.
