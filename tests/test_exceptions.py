@@ -173,6 +173,7 @@ def assert_reported_500(
     return error
 
 
+@pytest.mark.transactional_ddl
 @pytest.mark.django_db
 def test_a_missing_table_is_a_500_that_reaches_error_reporting(
     client: Client,

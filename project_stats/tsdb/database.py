@@ -249,7 +249,7 @@ def series_sql(
     epoch = dialect(connection).epoch(col("timestamp"))
     if summed:
         bigint = dialect(connection).bigint
-        total = bigint(f"SUM({col('count')})")
+        total = dialect(connection).sum_bigint(col("count"))
         sql = (
             f"SELECT {bigint('NULL')} AS project_id, {epoch} AS bucket, {total} AS n "  # noqa: S608
             f"FROM {table} c WHERE {where} GROUP BY {epoch}"
@@ -448,7 +448,7 @@ def _comparison(
     lo, hi = adapt(epoch_to_datetime(start)), adapt(epoch_to_datetime(end))
     speaker = dialect(connection)
     bucket = speaker.bucket(f"s.{col['timestamp']}", target)
-    total = speaker.bigint(f"SUM(s.{col['count']})")
+    total = speaker.sum_bigint(f"s.{col['count']}")
 
     params: list[Any] = [source, lo, hi]
     src_filters = _in(f"s.{col['project']}", project_ids, params)

@@ -41,6 +41,10 @@ class Dialect:
         """``expression`` cast to a 64-bit integer."""
         return f"CAST({expression} AS bigint)"
 
+    def sum_bigint(self, expression: str) -> str:
+        """``SUM(expression)`` as a 64-bit integer; a sum out of its range fails the statement."""
+        return self.bigint(f"SUM({expression})")
+
     def bucket(self, column: str, rollup: int) -> str:
         """The start of the ``rollup`` bucket holding timestamp ``column``, as a timestamp.
 
@@ -202,6 +206,17 @@ class MySQL(Dialect):
 
     def bigint(self, expression: str) -> str:
         return f"CAST({expression} AS SIGNED)"
+
+    def sum_bigint(self, expression: str) -> str:
+        # SUM is a DECIMAL here, and CAST clamps it to the bigint range with a
+        # mere warning. Out of range, add the clamped value's own sign times
+        # the maximum: integer arithmetic that overflows fails (1690).
+        total = f"SUM({expression})"
+        return (
+            f"({self.bigint(total)} + CASE WHEN {total} > 9223372036854775807 "
+            f"OR {total} < -9223372036854775808 "
+            f"THEN {self.bigint(f'SIGN({total})')} * 9223372036854775807 ELSE 0 END)"
+        )
 
     def bucket(self, column: str, rollup: int) -> str:
         seconds = self.epoch(column)
