@@ -424,3 +424,22 @@ def test_get_range_by_project_refuses_more_than_max_total_points_before_reading(
     ):
         tsdb.get_range_by_project([1, 2, 3], "received", start, now, rollup=3600)
     assert len(tsdb.get_range_by_project([1, 2], "received", start, now, rollup=3600)) == 2
+
+
+def test_environments_are_compared_byte_for_byte(project: Project, now: datetime) -> None:
+    # MariaDB's default collation would merge these buckets and answer each
+    # other's reads (case, accents, trailing spaces).
+    names = ["Production", "production", "production ", "prödüction"]
+    for count, environment in enumerate(names, start=1):
+        tsdb.incr(project, "received", timestamp=now, count=count, environment=environment)
+    start = bucket_start(now, 3600)
+    for count, environment in enumerate(names, start=1):
+        series = tsdb.get_range(
+            project, "received", start, start, rollup=3600, environment=environment, now=now
+        )
+        assert series == [(start, count)]
+    assert not tsdb.environment_exists(project.organization, "PRODUCTION")
+    assert (
+        EventCount.objects.filter(project=project, rollup=3600).exclude(environment="").count()
+        == 4
+    )
