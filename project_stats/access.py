@@ -77,7 +77,8 @@ def id_or_slug(value: object) -> IdOrSlug | None:
         return None
     if value.isascii() and value.isdigit():
         number = int(value)
-        return number if number <= MAX_ID else None
+        # Ids start at 1; MariaDB's backend refuses to bind 0 for an AutoField.
+        return number if 0 < number <= MAX_ID else None
     if not 0 < len(value) <= MAX_SLUG_LENGTH:
         return None
     try:

@@ -439,7 +439,3 @@ def test_environments_are_compared_byte_for_byte(project: Project, now: datetime
         )
         assert series == [(start, count)]
     assert not tsdb.environment_exists(project.organization, "PRODUCTION")
-    assert (
-        EventCount.objects.filter(project=project, rollup=3600).exclude(environment="").count()
-        == 4
-    )
