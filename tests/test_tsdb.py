@@ -258,7 +258,7 @@ def test_settings_are_read_at_call_time(settings, project: Project, now: datetim
         tsdb.get_range(project, "received", now - timedelta(minutes=30), now, now=now)
 
 
-@pytest.mark.postgres
+@pytest.mark.server_db
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_increments_are_never_lost(now: datetime) -> None:
     project = ProjectFactory()

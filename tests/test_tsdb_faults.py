@@ -96,8 +96,8 @@ def test_a_stored_count_may_reach_the_largest_bigint(project: Project, now: date
     assert count == tsdb.MAX_COUNT and isinstance(count, int)
 
 
-@pytest.mark.postgres
-def test_postgresql_a_batch_failing_inside_an_outer_transaction_leaves_it_usable(
+@pytest.mark.server_db
+def test_a_batch_failing_inside_an_outer_transaction_leaves_it_usable(
     project: Project, now: datetime
 ) -> None:
     full = ProjectFactory()
