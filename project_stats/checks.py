@@ -281,7 +281,32 @@ def check_time_zone_support(app_configs: Any = None, **kwargs: Any) -> list[Chec
 
 
 _BUFFER_HINT = 'e.g. "BUFFER": {"URL": "redis://127.0.0.1:6379/0"}, or None for no buffer'
-_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+_SENTINEL_SCHEME = "redis+sentinel://"
+_URL_SCHEMES = ("redis://", "rediss://", "unix://", _SENTINEL_SCHEME)
+_SENTINEL_HINT = (
+    "e.g. redis+sentinel://:password@10.0.0.1:26379,10.0.0.2:26379,10.0.0.3:26379/mymaster/0 "
+    "(the password is the primary's; ?sentinel_password=... for the sentinels')"
+)
+
+
+def _sentinel_errors(url: str, cluster: Any) -> list[CheckMessage]:
+    from .tsdb.buffer import sentinel_address
+
+    try:
+        sentinel_address(url)
+    except ValueError as error:
+        problem = f"is not a valid Sentinel URL: {error}"
+    else:
+        if cluster is not True:
+            return []
+        problem = "names sentinels, which serve one primary, not a Redis Cluster (CLUSTER: True)"
+    return [
+        Error(
+            f"PROJECT_STATS['BUFFER']['URL'] {problem}.",
+            hint=_SENTINEL_HINT,
+            id="project_stats.E028",
+        )
+    ]
 
 
 # The buffer's durations in seconds: (least, most, why these bounds). Each
@@ -366,11 +391,14 @@ def check_buffer(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     if not isinstance(url, str) or not url.startswith(_URL_SCHEMES):
         errors.append(
             Error(
-                "PROJECT_STATS['BUFFER']['URL'] must be a redis://, rediss:// or unix:// URL.",
+                "PROJECT_STATS['BUFFER']['URL'] must be a redis://, rediss://, unix:// "
+                "or redis+sentinel:// URL.",
                 hint=_BUFFER_HINT,
                 id="project_stats.E012",
             )
         )
+    elif url.startswith(_SENTINEL_SCHEME):
+        errors += _sentinel_errors(url, config["CLUSTER"])
     try:
         import redis  # noqa: F401
     except ImportError:

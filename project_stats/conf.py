@@ -33,7 +33,9 @@ DEFAULTS: dict[str, Any] = {
 }
 
 BUFFER_DEFAULTS: dict[str, Any] = {
-    # redis://host:port/db, rediss://... or unix://...; required.
+    # redis://host:port/db, rediss://..., unix://... or, through Redis
+    # Sentinel, redis+sentinel://[[user]:password@]host:port,host:port/service/db
+    # (?sentinel_password=...: the sentinels' own); required.
     "URL": None,
     # True: URL is one node of a Redis Cluster; the client finds the others.
     "CLUSTER": False,
