@@ -854,7 +854,9 @@ def _per_node(config: dict[str, Any], source: str, calls: Sequence[Call]) -> lis
             pool = node_client.connection_pool
             try:
                 # Connected (and checked) before anything is sent: a failure
-                # here certainly ran nothing.
+                # here certainly ran nothing. Behind Sentinel a new connection
+                # asks the sentinels for the primary first (no answer, or a
+                # primary that cannot be reached, fails here too).
                 connection = pool.get_connection()
             except failures as error:
                 for index in todo:
