@@ -339,6 +339,12 @@ _DURATIONS: dict[str, tuple[float, float, str]] = {
         100 * 31_557_600,
         "applied batch ids must outlast any batch Redis can give back again",
     ),
+    # A write waits this long for its replicas (WAIT_REPLICAS), within SOCKET_TIMEOUT.
+    "WAIT_TIMEOUT": (
+        0,
+        3600,
+        "a write waits this long for its replicas at worst",
+    ),
 }
 
 
@@ -359,6 +365,36 @@ def _duration_errors(name: str, value: Any) -> list[CheckMessage]:
             f"PROJECT_STATS['BUFFER']['{name}'] must be {problem}.",
             hint=f"The default is {BUFFER_DEFAULTS[name]}.",
             id="project_stats.E018",
+        )
+    ]
+
+
+def _wait_errors(config: dict[str, Any]) -> list[CheckMessage]:
+    replicas, timeout, socket = (
+        config["WAIT_REPLICAS"],
+        config["WAIT_TIMEOUT"],
+        config["SOCKET_TIMEOUT"],
+    )
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
+        problem = f"WAIT_REPLICAS must be an integer, 0 or more, got {replicas!r}"
+    elif (
+        replicas
+        and not _duration_errors("WAIT_TIMEOUT", timeout)
+        and not _duration_errors("SOCKET_TIMEOUT", socket)
+        and timeout >= socket
+    ):
+        problem = (
+            f"WAIT_TIMEOUT ({timeout!r} s) must be less than SOCKET_TIMEOUT ({socket!r} s): "
+            "the client would give up on WAIT's answer first"
+        )
+    else:
+        return []
+    return [
+        Error(
+            f"PROJECT_STATS['BUFFER']: {problem}.",
+            hint="WAIT_REPLICAS: the replicas a write waits for (0: none), at most "
+            "WAIT_TIMEOUT seconds; see the README, 'Redis Sentinel'.",
+            id="project_stats.E029",
         )
     ]
 
@@ -463,6 +499,7 @@ def check_buffer(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                     id="project_stats.E023",
                 )
             )
+    errors += _wait_errors(config)
     chosen = config["REDIS_ONLY_ROLLUPS"]
     configured = [r for r, _ in project_stats_settings.ROLLUPS]
     if chosen is not None and (

@@ -67,6 +67,11 @@ BUFFER_DEFAULTS: dict[str, Any] = {
     # True: write even to a Redis whose maxmemory-policy may evict (anything
     # but noeviction), accepting that evicted counts are lost silently.
     "ACCEPT_EVICTION": False,
+    # Replicas a write waits for (WAIT after its script), so that a failover
+    # keeps it; one not acknowledged by them within WAIT_TIMEOUT seconds
+    # raises BufferUnavailable ("may have been recorded"). 0: no wait.
+    "WAIT_REPLICAS": 0,
+    "WAIT_TIMEOUT": 1.0,
 }
 
 

@@ -843,6 +843,9 @@ def _per_node(config: dict[str, Any], source: str, calls: Sequence[Call]) -> lis
     else:
         groups[0] = (client, list(range(len(calls))))
 
+    # A write waits for its replicas on the same connection (WAIT covers the
+    # connection's own writes): a failover then keeps what it acknowledged.
+    replicas = int(config.get("WAIT_REPLICAS") or 0) if source == _WRITE else 0
     replies: list[Any] = [None] * len(calls)
     for node_client, indexes in groups.values():
         if node_client is None:
@@ -867,19 +870,37 @@ def _per_node(config: dict[str, Any], source: str, calls: Sequence[Call]) -> lis
             results: list[Any] = []
             try:
                 sha = _SHA[source]
-                connection.send_packed_command(
-                    connection.pack_commands(
-                        [
-                            ("EVALSHA", sha, len(calls[i][1]), *calls[i][1], *calls[i][2])
-                            for i in todo
-                        ]
-                    )
-                )
+                commands: list[tuple[Any, ...]] = [
+                    ("EVALSHA", sha, len(calls[i][1]), *calls[i][1], *calls[i][2]) for i in todo
+                ]
+                if replicas:
+                    timeout_ms = max(1, round(float(config["WAIT_TIMEOUT"]) * 1000))
+                    commands.append(("WAIT", replicas, timeout_ms))
+                connection.send_packed_command(connection.pack_commands(commands))
                 for _ in todo:
                     try:
                         results.append(connection.read_response())
                     except ResponseError as error:
                         results.append(error)
+                if replicas:
+                    try:
+                        acknowledged = connection.read_response()
+                    except ResponseError as error:
+                        acknowledged = error
+                    if not isinstance(acknowledged, int) or acknowledged < replicas:
+                        # Run on the primary, not known to be on a replica:
+                        # a failover could lose it, so "may have been recorded".
+                        said = (
+                            f"{acknowledged} of {replicas}"
+                            if isinstance(acknowledged, int)
+                            else f"none of {replicas} (WAIT refused: {acknowledged})"
+                        )
+                        shortfall = _Failed(
+                            f"Redis ran the write but {said} replicas acknowledged it "
+                            "within WAIT_TIMEOUT",
+                            sent=True,
+                        )
+                        results = [r if isinstance(r, Exception) else shortfall for r in results]
                 if any(isinstance(result, ReadOnlyError) for result in results):
                     # A demoted primary (the sentinels' answer came before
                     # the failover, or this connection did): it refused
