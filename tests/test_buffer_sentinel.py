@@ -195,6 +195,28 @@ def test_a_demoted_primary_refusal_is_not_run(settings: Any, group: SentinelGrou
     assert rows == dict.fromkeys(stored_rollups, 7)
 
 
+def test_wait_replicas(settings: Any, group: SentinelGroup) -> None:
+    """With WAIT_REPLICAS a write returns once the replica has it; one the
+    replica does not acknowledge in time raises "may have been recorded"
+    (it is, on the primary), and what was acknowledged survives a failover."""
+    use_buffer(settings, group, WAIT_REPLICAS=1, WAIT_TIMEOUT=0.5)
+    project = ProjectFactory()
+    tsdb.incr(project.pk, "received", count=5, timestamp=SECOND)
+    assert group.replica.process is not None
+    replica = group.replica.process.pid
+    os.kill(replica, signal.SIGSTOP)
+    try:
+        with pytest.raises(tsdb.BufferUnavailable, match="0 of 1 replicas") as raised:
+            tsdb.incr(project.pk, "received", count=7, timestamp=SECOND)
+    finally:
+        os.kill(replica, signal.SIGCONT)
+    assert "may have been recorded" in str(raised.value)
+    tsdb.incr(project.pk, "received", count=11, timestamp=SECOND)
+    fail_over(group)  # nothing waited for the replica since
+    flush_all()
+    assert stored(project.pk) == dict.fromkeys(ROLLUPS, 23)
+
+
 # --- Writers and a flusher at work while the primary is SIGKILLed --------------------
 
 WRITERS = 3

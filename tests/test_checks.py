@@ -322,6 +322,39 @@ def test_bad_sentinel_urls_are_reported(settings, value: dict, problem: str) -> 
     assert "redis+sentinel://" in error.hint
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ({"WAIT_REPLICAS": -1}, "project_stats.E029"),
+        ({"WAIT_REPLICAS": "1"}, "project_stats.E029"),
+        ({"WAIT_REPLICAS": True}, "project_stats.E029"),
+        ({"WAIT_REPLICAS": 1, "WAIT_TIMEOUT": 2.0}, "project_stats.E029"),  # SOCKET_TIMEOUT 2.0
+        ({"WAIT_REPLICAS": 1, "WAIT_TIMEOUT": 0}, "project_stats.E018"),
+        ({"WAIT_TIMEOUT": "1s"}, "project_stats.E018"),
+    ],
+)
+def test_bad_wait_settings_are_reported(settings, value: dict, expected: str) -> None:  # type: ignore[no-untyped-def]
+    from project_stats.checks import check_buffer
+
+    settings.PROJECT_STATS = {"BUFFER": {**GOOD_BUFFER, **value}}
+    assert [m.id for m in check_buffer()] == [expected]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"WAIT_REPLICAS": 0, "WAIT_TIMEOUT": 5.0},  # not waiting: the timeout is unused
+        {"WAIT_REPLICAS": 2, "WAIT_TIMEOUT": 0.5},
+        {"WAIT_REPLICAS": 1, "WAIT_TIMEOUT": 4.0, "SOCKET_TIMEOUT": 5.0},
+    ],
+)
+def test_good_wait_settings_pass(settings, value: dict) -> None:  # type: ignore[no-untyped-def]
+    from project_stats.checks import check_buffer
+
+    settings.PROJECT_STATS = {"BUFFER": {**GOOD_BUFFER, **value}}
+    assert check_buffer() == []
+
+
 def test_a_sentinel_url_parts() -> None:
     from project_stats.tsdb.buffer import SentinelAddress, sentinel_address
 
