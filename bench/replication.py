@@ -11,8 +11,8 @@ process, through the buffer, in interleaved rounds of ``--calls`` calls:
   it refuses writes (NOREPLICAS: unavailability, ``ON_ERROR`` decides) while
   no replica has acknowledged within 10 s, which bounds what a failover loses
   to those seconds of writes;
-- each call followed by ``WAIT 1 1000`` on the same connection: the call
-  returns once the replica has it (what a per-write option would cost).
+- ``BUFFER["WAIT_REPLICAS"] = 1``: each write script is followed by ``WAIT
+  1`` on its connection, the call returning once the replica has it.
 
 Prints a Markdown table: the median calls/s and the median per call.
 """
@@ -47,7 +47,6 @@ def main() -> None:
     from django.conf import settings
 
     from project_stats import tsdb
-    from project_stats.tsdb import buffer
 
     primary = RedisServer("rdb")
     replica = RedisServer("rdb", ("--replicaof", "127.0.0.1", str(primary.port)))
@@ -58,37 +57,27 @@ def main() -> None:
             primary.command("CONFIG", "SET", "min-replicas-to-write", "1")  # to count them
             time.sleep(0.1)
         config = {"URL": primary.url, "PREFIX": "bench-repl", "SHARDS": 8}
-        settings.PROJECT_STATS = {"BUFFER": config}
-        client = buffer._client(buffer._config())
         now = int(time.time())
-
-        def plain() -> None:
-            tsdb.incr(1, "received", timestamp=now)
-
-        def waited() -> None:
-            tsdb.incr(1, "received", timestamp=now)
-            # Single-threaded: the pool hands back the connection the write
-            # used, so WAIT waits for that write.
-            if client.execute_command("WAIT", 1, 1000) < 1:
-                raise RuntimeError("WAIT timed out")
 
         def guard(on: bool) -> None:
             primary.command("CONFIG", "SET", "min-replicas-to-write", "1" if on else "0")
             primary.command("CONFIG", "SET", "min-replicas-max-lag", "10")
 
-        cases: list[tuple[str, bool, Any]] = [
-            ("asynchronous replication (as is)", False, plain),
-            ("min-replicas-to-write 1, min-replicas-max-lag 10", True, plain),
-            ("each call followed by WAIT 1 1000", False, waited),
+        cases: list[tuple[str, bool, dict[str, Any]]] = [
+            ("asynchronous replication (as is)", False, {}),
+            ("min-replicas-to-write 1, min-replicas-max-lag 10", True, {}),
+            ('BUFFER["WAIT_REPLICAS"] = 1 (WAIT_TIMEOUT 1 s)', False, {"WAIT_REPLICAS": 1}),
         ]
-        plain()  # the first write probes the server
+        settings.PROJECT_STATS = {"BUFFER": config}
+        tsdb.incr(1, "received", timestamp=now)  # the first write probes the server
         rates: dict[str, list[float]] = {name: [] for name, _, _ in cases}
         for _ in range(args.rounds):
-            for name, guarded, call in cases:
+            for name, guarded, extra in cases:
                 guard(guarded)
+                settings.PROJECT_STATS = {"BUFFER": {**config, **extra}}
                 began = time.perf_counter()
                 for _ in range(args.calls):
-                    call()
+                    tsdb.incr(1, "received", timestamp=now)
                 rates[name].append(args.calls / (time.perf_counter() - began))
         total = sum(len(r) for r in rates.values()) * args.calls + 1
         stored = sum(count for _, count in tsdb.get_range(1, "received", now, now, rollup=3600))
