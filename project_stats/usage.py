@@ -496,6 +496,16 @@ def counted_outcomes(
             yield project_id, outcome, reason, series
 
 
+def format_time(epoch: int) -> str:
+    """Epoch seconds as the answers give times: ``YYYY-MM-DDTHH:MM:SSZ``."""
+    return _format(epoch)
+
+
+def parameter_values(params: Mapping[str, Sequence[str]], name: str) -> list[str]:
+    """The non-empty values of a repeatable parameter, in order (an empty one is absent)."""
+    return _values(params, name)
+
+
 def answer(query: UsageQuery, cells: Mapping[tuple[int, int, int], int]) -> dict[str, Any]:
     """The ``stats_v2`` answer from stored counts ``{(project_id, stat code, bucket): n}``.
 
