@@ -329,6 +329,49 @@ def test_bounded_by_max_total_points(
     assert get(client, auth, **day, interval="1d").status_code == 200  # 2 x 1 or 2 x 2
 
 
+def test_with_the_buffer_the_buckets_read_are_bounded_as_stats_v2s(
+    settings,  # type: ignore[no-untyped-def]
+    client: Client,
+    projects: list[Project],
+    counts: None,
+    auth: dict[str, str],
+    base: int,
+) -> None:
+    settings.PROJECT_STATS = {**getattr(settings, "PROJECT_STATS", {}), "MAX_TOTAL_POINTS": 40}
+    # 12 intervals of 2 h read from 24 hourly buckets: 2 x 12 points summed,
+    # 2 x 24 buckets read, which only the buffer reads series by series.
+    start = base - base % (2 * HOUR) - 18 * HOUR
+    params = {
+        "field": "sum(quantity)",
+        "interval": "2h",
+        "start": start,
+        "end": start + 24 * HOUR - 1,
+    }
+    response = get(client, auth, **params)
+    v2 = client.get(
+        url("acme", "organization-stats-v2"),
+        {**params, "category": "error", "end": start + 24 * HOUR},
+        **auth,
+    )
+    if tsdb.buffer_enabled():
+        assert response.status_code == v2.status_code == 400
+        assert (
+            response.json()
+            == v2.json()
+            == {
+                "detail": "With the write buffer on, 2 series of 24 points would have 48 points; "
+                "the limit is 40 (MAX_TOTAL_POINTS). Select fewer projects with project, narrow "
+                "the range or choose a larger interval."
+            }
+        )
+    else:
+        assert response.status_code == v2.status_code == 200
+        total = sum(p["stats"][0]["totals"]["sum(quantity)"] for p in response.json()["projects"])
+        # a's two hours in one interval or two (its filters exceed its blacklisted by 1).
+        assert total == v2.json()["groups"][0]["totals"]["sum(quantity)"]
+        assert total == (155 if (base - start) % (2 * HOUR) == 0 else 157)
+
+
 def test_one_statement_query_count(
     client: Client, counts: None, auth: dict[str, str], base: int, django_assert_num_queries: Any
 ) -> None:
