@@ -468,6 +468,10 @@ def _v2_total(
     }
 
 
+# Committed, then truncated: rolled back instead, the demo's rows left the
+# counts table with statistics under which the generic plan that
+# test_prepared.py checks, run after this file on PostgreSQL, changed.
+@pytest.mark.django_db(transaction=True)
 def test_totals_agree_with_stats_v2_on_the_demo(client: Client) -> None:
     now = timezone.now()
     demo.load(now=now, days=2, password="summary-test")  # noqa: S106
