@@ -227,6 +227,20 @@ def test_check_reports_an_evicting_policy_and_memory_near_maxmemory(
     assert check().startswith("OK")
 
 
+@pytest.mark.django_db
+def test_check_reports_a_user_that_may_not_run_info_and_the_policy_unknown(
+    redis_server: Any, settings: Any
+) -> None:
+    redis_server.command("ACL", "SETUSER", "app", "on", ">secret", "~*", "+@all", "-@dangerous")
+    url = f"redis://app:secret@127.0.0.1:{redis_server.port}/0"
+    settings.PROJECT_STATS = {"BUFFER": buffer_settings("single", url)}
+    with pytest.raises(CommandError) as raised:
+        check()
+    (line,) = str(raised.value).splitlines()
+    assert "may not run INFO" in line and "(project_stats.E027)" in line
+    assert "; warning: The maxmemory-policy" in line and "(project_stats.W004)" in line
+
+
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_check_as_a_process_exits_1_with_one_line_when_the_database_is_down(

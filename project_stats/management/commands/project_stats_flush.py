@@ -232,11 +232,10 @@ class Command(BaseCommand):
                     f"lag {lag:.0f}s above {max_lag:g}s: the oldest buffered delta waits "
                     "for a flusher"
                 )
+        warned = "; warning: " + "; ".join(warnings) if warnings else ""
         if reasons:
-            raise CommandError(" ".join("; ".join(reasons).split()))
-        line = f"OK: lag {lag:.1f}s (limit {max_lag:g}s), Redis and the database answer"
-        if warnings:
-            line += "; warning: " + "; ".join(warnings)
+            raise CommandError(" ".join(("; ".join(reasons) + warned).split()))
+        line = f"OK: lag {lag:.1f}s (limit {max_lag:g}s), Redis and the database answer{warned}"
         self.stdout.write(" ".join(line.split()))
 
     def _stats(self, *, as_json: bool) -> None:
