@@ -278,3 +278,22 @@ def test_stats_json_is_one_document_per_shard_and_totals(
     totals = json.loads(out.getvalue())["totals"]
     assert totals["fields"] == 0 and totals["oldest_seconds"] is None
     assert totals["flushed_at"] is not None
+
+
+def test_the_loop_as_a_process_exits_1_and_says_each_failure_once(buffer: dict[str, Any]) -> None:
+    """What systemd sees: two warnings, one line each, then exit status 1."""
+    from .manage_process import run
+
+    down = {"BUFFER": {**buffer, "URL": f"redis://127.0.0.1:{_free_port()}/0", "CLUSTER": False}}
+    done = run(
+        down,
+        "sqlite://:memory:",
+        *("project_stats_flush", "--loop", "--interval", "0.05", "--max-failures", "2"),
+    )
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    failed = [line for line in lines if "Flush failed" in line]
+    assert len(failed) == 2 and "Redis is unavailable" in failed[0]
+    assert "Traceback" not in done.stderr
+    assert lines[-1].startswith("CommandError: 2 flushes failed in a row")
+    assert "Stopped." not in done.stdout

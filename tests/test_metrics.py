@@ -428,3 +428,5 @@ def test_prometheus_scrapes_the_flusher(
     assert prometheus.query('sum(project_stats_flush_failures_total{kind="redis"})') == 0
     assert prometheus.query("up{job='flusher'}") == 1
     assert flusher.poll() is None  # still flushing
+    flusher.send_signal(signal.SIGTERM)
+    assert flusher.wait(timeout=60) == 0  # stopped cleanly, between two flushes
