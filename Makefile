@@ -40,7 +40,7 @@ export PROMETHEUS
 prometheus:
 	@if [ ! -x "$(PROMETHEUS)" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		echo "== installing Prometheus for the metrics test"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
 			|| echo "NOTE: could not install Prometheus; the metrics test will not run." >&2; \
 	fi
 
