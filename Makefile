@@ -15,7 +15,7 @@ PG_URL := $(or $(DATABASE_URL),postgres://postgres@127.0.0.1:5432/test)
 # The MariaDB pass of `make test` (its test database: test_<name>).
 MYSQL_URL ?= mysql://root@127.0.0.1:3306/test
 
-.PHONY: venv mysql-client browser node-client test test-sites lint typecheck run clean bench bench-backfill bench-flush soak dist wheel-test
+.PHONY: venv mysql-client browser prometheus node-client test test-sites lint typecheck run clean bench bench-backfill bench-flush soak dist wheel-test
 
 $(VENV)/.installed: pyproject.toml | mysql-client
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,18 @@ browser:
 			|| echo "NOTE: could not install Chromium; the browser tests will not run." >&2; \
 	fi
 
+# Debian's Prometheus scrapes a real flusher in tests/test_metrics.py, installed
+# where it is missing and we may (root with apt-get); elsewhere that test skips,
+# saying why, unless REQUIRE_PROMETHEUS=1 makes it a failure.
+PROMETHEUS ?= /usr/bin/prometheus
+export PROMETHEUS
+prometheus:
+	@if [ ! -x "$(PROMETHEUS)" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "== installing Prometheus for the metrics test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
+			|| echo "NOTE: could not install Prometheus; the metrics test will not run." >&2; \
+	fi
+
 # Sentry's generated TypeScript client (@sentry/api) for tests/test_usage_client.py,
 # installed from the committed lock file. Node.js and npm come from apt where
 # they are missing and we may (root); elsewhere that test skips, saying why,
@@ -67,7 +79,7 @@ $(CLIENT_DIR)/node_modules/.installed: $(CLIENT_DIR)/package-lock.json
 		echo "NOTE: npm not found; the @sentry/api client test will not run."; \
 	fi
 
-test: venv browser node-client
+test: venv browser prometheus node-client
 	$(PY) -m pytest -q -p no:cacheprovider
 	@if $(PY) -c "import sys, psycopg; psycopg.connect(sys.argv[1], connect_timeout=3).close()" "$(PG_URL)" 2>/dev/null; then \
 		echo "== PostgreSQL: $(PG_URL)"; \

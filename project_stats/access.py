@@ -144,6 +144,8 @@ class Found:
     counts: list[tuple[Any, ...]] | None = None
     # Ids of the organization's projects read (``list_projects``), unordered.
     project_ids: list[int] = field(default_factory=list)
+    # Their slugs by id, when asked for (``project_slugs``).
+    project_slugs: dict[int, str] = field(default_factory=dict)
 
 
 class TokenUser(LazyObject):
@@ -341,6 +343,7 @@ def look_up(
     list_projects: bool = False,
     max_projects: int | None = None,
     require_projects: int | None = None,
+    project_slugs: bool = False,
     now: datetime,
 ) -> Found:
     """Read everything a stats request decides on, in one statement.
@@ -360,7 +363,8 @@ def look_up(
     with ``max_projects`` too, the counts are read only if there are at most
     that many (the database counts them first, once, before any count);
     with ``require_projects``, only if there are exactly that many (every id
-    of ``project_ids`` is one of the organization's projects).
+    of ``project_ids`` is one of the organization's projects); with
+    ``project_slugs``, their slugs as well.
     ``organization`` None stands for a path no row can match: only the token
     is read.
     """
@@ -431,7 +435,16 @@ def look_up(
                 else " AND 1 = 0"
             )
             projects_params = wanted
-        if list_projects:
+        if list_projects and project_slugs:
+            # The slug in the target's slug column (text on every vendor).
+            sql += (
+                f" UNION ALL SELECT 2, {', '.join(['NULL'] * 9)}, "  # noqa: S608
+                f"s.{_column(Project, 'slug', connection)}, NULL, NULL, s.{pk_column}, "
+                f"{', '.join(['NULL'] * (COUNT_COLUMNS - 1))} "
+                f"FROM {qn(Project._meta.db_table)} s WHERE s.{pk_column} IN ({projects})"
+            )
+            params += projects_params
+        elif list_projects:
             sql += (
                 f" UNION ALL SELECT 2, {', '.join(['NULL'] * 12)}, i.*, "  # noqa: S608
                 f"{', '.join(['NULL'] * (COUNT_COLUMNS - 1))} "
@@ -472,6 +485,8 @@ def look_up(
             continue
         if row[0] == 2:
             found.project_ids.append(int(row[13]))
+            if project_slugs:
+                found.project_slugs[int(row[13])] = str(row[10])
             continue
         if digest is not None:
             found.token = _token_row(connection, row[1:9])

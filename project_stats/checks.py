@@ -229,7 +229,7 @@ def check_mysql(
                 Error(
                     f"DATABASES[{alias!r}] is MariaDB {shown}; project_stats needs MariaDB 10.6+.",
                     hint="Upgrade MariaDB to 10.6 or later (10.11 LTS is tested).",
-                    id="project_stats.E029",
+                    id="project_stats.E040",
                 )
             )
         elif not mariadb and version < MIN_MYSQL:
@@ -237,7 +237,7 @@ def check_mysql(
                 Error(
                     f"DATABASES[{alias!r}] is MySQL {shown}; project_stats needs MySQL 8.0.19+.",
                     hint="Upgrade MySQL to 8.0.19 or later, or use MariaDB 10.6+.",
-                    id="project_stats.E030",
+                    id="project_stats.E041",
                 )
             )
         elif not mariadb:
@@ -246,8 +246,8 @@ def check_mysql(
                     f"DATABASES[{alias!r}] is MySQL {shown}: project_stats is tested on "
                     "MariaDB, PostgreSQL and SQLite, not on MySQL.",
                     hint="Run the test suite against this server (TEST_DATABASE_URL), "
-                    "then silence project_stats.W006.",
-                    id="project_stats.W006",
+                    "then silence project_stats.W010.",
+                    id="project_stats.W010",
                 )
             )
         if not sql_mode & {"STRICT_TRANS_TABLES", "STRICT_ALL_TABLES"}:
@@ -259,7 +259,7 @@ def check_mysql(
                     "project_stats writes could be truncated silently.",
                     hint='Add "init_command": "SET sql_mode=\'STRICT_TRANS_TABLES\'" to '
                     f"DATABASES[{alias!r}]['OPTIONS'] (or set it on the server).",
-                    id="project_stats.E031",
+                    id="project_stats.E042",
                 )
             )
     return errors
@@ -353,7 +353,32 @@ def check_time_zone_support(app_configs: Any = None, **kwargs: Any) -> list[Chec
 
 
 _BUFFER_HINT = 'e.g. "BUFFER": {"URL": "redis://127.0.0.1:6379/0"}, or None for no buffer'
-_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+_SENTINEL_SCHEME = "redis+sentinel://"
+_URL_SCHEMES = ("redis://", "rediss://", "unix://", _SENTINEL_SCHEME)
+_SENTINEL_HINT = (
+    "e.g. redis+sentinel://:password@10.0.0.1:26379,10.0.0.2:26379,10.0.0.3:26379/mymaster/0 "
+    "(the password is the primary's; ?sentinel_password=... for the sentinels')"
+)
+
+
+def _sentinel_errors(url: str, cluster: Any) -> list[CheckMessage]:
+    from .tsdb.buffer import sentinel_address
+
+    try:
+        sentinel_address(url)
+    except ValueError as error:
+        problem = f"is not a valid Sentinel URL: {error}"
+    else:
+        if cluster is not True:
+            return []
+        problem = "names sentinels, which serve one primary, not a Redis Cluster (CLUSTER: True)"
+    return [
+        Error(
+            f"PROJECT_STATS['BUFFER']['URL'] {problem}.",
+            hint=_SENTINEL_HINT,
+            id="project_stats.E028",
+        )
+    ]
 
 
 # The buffer's durations in seconds: (least, most, why these bounds). Each
@@ -386,6 +411,12 @@ _DURATIONS: dict[str, tuple[float, float, str]] = {
         100 * 31_557_600,
         "applied batch ids must outlast any batch Redis can give back again",
     ),
+    # A write waits this long for its replicas (WAIT_REPLICAS), within SOCKET_TIMEOUT.
+    "WAIT_TIMEOUT": (
+        0,
+        3600,
+        "a write waits this long for its replicas at worst",
+    ),
 }
 
 
@@ -406,6 +437,36 @@ def _duration_errors(name: str, value: Any) -> list[CheckMessage]:
             f"PROJECT_STATS['BUFFER']['{name}'] must be {problem}.",
             hint=f"The default is {BUFFER_DEFAULTS[name]}.",
             id="project_stats.E018",
+        )
+    ]
+
+
+def _wait_errors(config: dict[str, Any]) -> list[CheckMessage]:
+    replicas, timeout, socket = (
+        config["WAIT_REPLICAS"],
+        config["WAIT_TIMEOUT"],
+        config["SOCKET_TIMEOUT"],
+    )
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
+        problem = f"WAIT_REPLICAS must be an integer, 0 or more, got {replicas!r}"
+    elif (
+        replicas
+        and not _duration_errors("WAIT_TIMEOUT", timeout)
+        and not _duration_errors("SOCKET_TIMEOUT", socket)
+        and timeout >= socket
+    ):
+        problem = (
+            f"WAIT_TIMEOUT ({timeout!r} s) must be less than SOCKET_TIMEOUT ({socket!r} s): "
+            "the client would give up on WAIT's answer first"
+        )
+    else:
+        return []
+    return [
+        Error(
+            f"PROJECT_STATS['BUFFER']: {problem}.",
+            hint="WAIT_REPLICAS: the replicas a write waits for (0: none), at most "
+            "WAIT_TIMEOUT seconds; see the README, 'Redis Sentinel'.",
+            id="project_stats.E029",
         )
     ]
 
@@ -438,11 +499,14 @@ def check_buffer(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     if not isinstance(url, str) or not url.startswith(_URL_SCHEMES):
         errors.append(
             Error(
-                "PROJECT_STATS['BUFFER']['URL'] must be a redis://, rediss:// or unix:// URL.",
+                "PROJECT_STATS['BUFFER']['URL'] must be a redis://, rediss://, unix:// "
+                "or redis+sentinel:// URL.",
                 hint=_BUFFER_HINT,
                 id="project_stats.E012",
             )
         )
+    elif url.startswith(_SENTINEL_SCHEME):
+        errors += _sentinel_errors(url, config["CLUSTER"])
     try:
         import redis  # noqa: F401
     except ImportError:
@@ -507,6 +571,7 @@ def check_buffer(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                     id="project_stats.E023",
                 )
             )
+    errors += _wait_errors(config)
     chosen = config["REDIS_ONLY_ROLLUPS"]
     configured = [r for r, _ in project_stats_settings.ROLLUPS]
     if chosen is not None and (

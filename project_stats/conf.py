@@ -33,7 +33,9 @@ DEFAULTS: dict[str, Any] = {
 }
 
 BUFFER_DEFAULTS: dict[str, Any] = {
-    # redis://host:port/db, rediss://... or unix://...; required.
+    # redis://host:port/db, rediss://..., unix://... or, through Redis
+    # Sentinel, redis+sentinel://[[user]:password@]host:port,host:port/service/db
+    # (?sentinel_password=...: the sentinels' own); required.
     "URL": None,
     # True: URL is one node of a Redis Cluster; the client finds the others.
     "CLUSTER": False,
@@ -65,6 +67,11 @@ BUFFER_DEFAULTS: dict[str, Any] = {
     # True: write even to a Redis whose maxmemory-policy may evict (anything
     # but noeviction), accepting that evicted counts are lost silently.
     "ACCEPT_EVICTION": False,
+    # Replicas a write waits for (WAIT after its script), so that a failover
+    # keeps it; one not acknowledged by them within WAIT_TIMEOUT seconds
+    # raises BufferUnavailable ("may have been recorded"). 0: no wait.
+    "WAIT_REPLICAS": 0,
+    "WAIT_TIMEOUT": 1.0,
 }
 
 

@@ -22,6 +22,8 @@ from drf_spectacular.utils import (
 from .conf import project_stats_settings
 from .constants import DEFAULT_STAT, STAT_CODES
 from .serializers import ProjectSerializer
+from .summary import CATEGORIES as SUMMARY_CATEGORIES
+from .summary import TOTAL_FIELD as SUMMARY_TOTAL
 from .tsdb.rollups import format_resolution
 from .usage import CATEGORIES, FIELDS, GROUP_BY, OUTCOMES
 
@@ -378,6 +380,182 @@ organization_stats_v2_schema = extend_schema(
     summary="Retrieve Event Counts for an Organization (v2)",
     description="Event counts by outcome, reason, category and project, as Sentry's "
     "`stats_v2`: select a field, a range and an interval, group or filter by columns.",
+    tags=["Organizations"],
+)
+
+
+def _summary_example() -> dict[str, Any]:
+    outcomes = dict.fromkeys(OUTCOMES, 0)
+    outcomes.update(accepted=2310, filtered=31, rate_limited=14)
+    return {
+        "start": "2024-03-05T12:00:00Z",
+        "end": "2024-03-05T14:00:00Z",
+        "projects": [
+            {
+                "id": "1",
+                "slug": "pump-station",
+                "stats": [
+                    {
+                        "category": "error",
+                        "outcomes": outcomes,
+                        "totals": {"dropped": 45, SUMMARY_TOTAL: 2355},
+                    }
+                ],
+            }
+        ],
+    }
+
+
+class OrganizationStatsSummarySchema(AutoSchema):
+    """Sentry's ``stats-summary`` parameters and its JSON and CSV answers."""
+
+    def get_override_parameters(self) -> list[Any]:
+        return [
+            ORGANIZATION_PARAMETER,
+            OpenApiParameter(
+                "field",
+                OpenApiTypes.STR,
+                enum=list(FIELDS),
+                required=True,
+                description="Both are the number of events; the totals are keyed "
+                "`sum(quantity)` either way.",
+            ),
+            OpenApiParameter(
+                "statsPeriod",
+                OpenApiTypes.STR,
+                description="The range ending now: `<number><unit>` with `s`, `m`, `h`, `d` "
+                "or `w` (a bare number is seconds). Wins over `start` and `end`.",
+            ),
+            OpenApiParameter(
+                "start",
+                OpenApiTypes.STR,
+                description="Start of the range: ISO 8601 (`Z`, an offset, or none for UTC) "
+                "or epoch seconds; floored to the interval. With `end`.",
+            ),
+            OpenApiParameter(
+                "end",
+                OpenApiTypes.STR,
+                description="Inclusive end of the range, same forms as `start`: the interval "
+                "holding it is counted (`stats_v2`'s `end` is exclusive). Without a range: "
+                "the last 90 days.",
+            ),
+            OpenApiParameter(
+                "interval",
+                OpenApiTypes.STR,
+                default="1h",
+                description="`<number><unit>` with `h` or `d` (or `m`, `w`): at least an hour, "
+                "at most a day and dividing it. Outcomes are derived per interval, then "
+                "summed, as `stats_v2` derives them.",
+            ),
+            OpenApiParameter(
+                "project",
+                OpenApiTypes.INT,
+                many=True,
+                explode=True,
+                description="Repeatable project ids; none or `-1`: every project. An id "
+                "that is not one of the organization's projects answers 403. The projects "
+                "times the intervals are bounded by the site's `MAX_TOTAL_POINTS` (400 past "
+                "it).",
+            ),
+            OpenApiParameter(
+                "category",
+                OpenApiTypes.STR,
+                enum=list(SUMMARY_CATEGORIES),
+                description="All counts are of `error`: any other category answers an empty "
+                "`stats` list for every project. Without it: `error`.",
+            ),
+            OpenApiParameter(
+                "outcome",
+                OpenApiTypes.STR,
+                enum=list(OUTCOMES),
+                description="Count only this outcome (case-insensitive; repeatable). Every "
+                "outcome stays in the answer, the others at 0.",
+            ),
+            OpenApiParameter(
+                "reason",
+                OpenApiTypes.STR,
+                description="Count only this reason (repeatable): `none`, or a filter's id "
+                "for `filtered` (e.g. `web-crawlers`).",
+            ),
+            OpenApiParameter(
+                "download",
+                OpenApiTypes.BOOL,
+                default=False,
+                description="`true`: the answer as a CSV file (`stats_summary.csv`), one row "
+                "a project: `project_id`, `project_slug`, then `<outcome>_errors` for each "
+                "outcome, `dropped_errors` and `total_errors`.",
+            ),
+        ]
+
+    def get_response_serializers(self) -> Any:
+        counts = {"type": "object", "additionalProperties": {"type": "integer"}}
+        project = {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"},
+                "slug": {"type": "string"},
+                "stats": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "category": {"type": "string"},
+                            "outcomes": {
+                                **counts,
+                                "properties": {name: {"type": "integer"} for name in OUTCOMES},
+                                "required": list(OUTCOMES),
+                            },
+                            "totals": {
+                                **counts,
+                                "properties": {
+                                    "dropped": {"type": "integer"},
+                                    SUMMARY_TOTAL: {"type": "integer"},
+                                },
+                                "required": ["dropped", SUMMARY_TOTAL],
+                            },
+                        },
+                        "required": ["category", "outcomes", "totals"],
+                    },
+                },
+            },
+            "required": ["id", "slug", "stats"],
+        }
+        return {
+            (200, "application/json"): OpenApiResponse(
+                response={
+                    "type": "object",
+                    "properties": {
+                        "start": {"type": "string"},
+                        "end": {"type": "string"},
+                        "projects": {"type": "array", "items": project},
+                    },
+                    "required": ["start", "end", "projects"],
+                },
+                description="Every project selected, by id, zeros included; `start` and `end` "
+                "(`YYYY-MM-DDTHH:MM:SSZ`, `end` exclusive) are the range counted. `dropped` "
+                "is every outcome but `accepted`; `sum(quantity)` all of them.",
+                examples=[OpenApiExample("EventCountsByProject", value=_summary_example())],
+            ),
+            (200, "text/csv"): OpenApiResponse(
+                response=OpenApiTypes.STR,
+                description="With `download=true`: the same as CSV, as an attachment "
+                "`stats_summary.csv`.",
+            ),
+            400: _error("Bad query parameter"),
+            401: _error("Missing or bad credentials"),
+            403: _error("The token lacks a reading scope, or a project is not the organization's"),
+            404: _error("Unknown organization, or not a member"),
+            405: _error("Method not allowed"),
+            429: _error("Throttled"),
+            503: _error("The database is unavailable; retry after `Retry-After` seconds"),
+        }
+
+
+organization_stats_summary_schema = extend_schema(
+    operation_id="getOrganizationStatsSummary",
+    summary="Retrieve an Organization's Events Count by Project",
+    description="One total per project, category and outcome over a range, as Sentry's "
+    "`stats-summary`; with `download=true` as a CSV file.",
     tags=["Organizations"],
 )
 

@@ -25,4 +25,9 @@ urlpatterns = [
         views.OrganizationStatsV2View.as_view(),
         name="organization-stats-v2",
     ),
+    path(
+        "organizations/<str:organization_id_or_slug>/stats-summary/",
+        views.OrganizationStatsSummaryView.as_view(),
+        name="organization-stats-summary",
+    ),
 ]

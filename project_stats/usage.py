@@ -22,7 +22,7 @@ hold no counts.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -178,10 +178,14 @@ def _time(name: str, text: str) -> int:
         ) from None
 
 
-def parse_range(params: Mapping[str, Sequence[str]], now: datetime) -> tuple[int, int]:
-    """``(start, end)`` in epoch microseconds, as asked (not aligned).
+def parse_range(
+    params: Mapping[str, Sequence[str]], now: datetime, *, inclusive_end: bool = False
+) -> tuple[int, int]:
+    """``(start, end)`` in epoch microseconds, as asked (not aligned); ``end`` exclusive.
 
     ``statsPeriod`` wins over ``start``/``end``; neither: the last 90 days.
+    With ``inclusive_end`` an explicit ``end`` is an instant counted too: the
+    range ends one microsecond after it.
     """
     now_us = to_micros(now)
     period = _last(params, "statsPeriod")
@@ -202,7 +206,7 @@ def parse_range(params: Mapping[str, Sequence[str]], now: datetime) -> tuple[int
     start, end = _time("start", start_text), _time("end", end_text)
     if start >= end:
         raise UsageError("start must be before end")
-    return start, end
+    return start, end + 1 if inclusive_end else end
 
 
 def _holds(rollup: int, samples: int, start: int, interval: int, now: datetime) -> bool:
@@ -294,47 +298,94 @@ def parse(
     category requirement, the range, ``interval``, the number of intervals.
     ``rollups`` are the configured ``(seconds, samples)`` pairs, finest first.
     """
-    fields = _values(params, "field")
-    if not fields:
-        raise UsageError('At least one "field" is required.')
-    for value in fields:
-        if value not in FIELDS:
-            raise UsageError(f'Invalid field: "{value}"')
+    fields = parse_fields(params)
     group_by = _values(params, "groupBy")
     for value in group_by:
         if value not in GROUP_BY:
             raise UsageError(f'Invalid groupBy: "{value}"')
-    categories = _values(params, "category")
-    for value in categories:
-        if value not in CATEGORIES:
-            raise UsageError(f'Invalid category: "{value}"')
-    outcomes = _values(params, "outcome")
-    for value in outcomes:
-        if value.lower() not in OUTCOMES:
-            raise UsageError(f'Invalid outcome: "{value}"')
+    categories = parse_categories(params, CATEGORIES)
+    outcomes = parse_outcomes(params)
     project_ids = parse_projects(_values(params, "project"))
     if not categories and "category" not in group_by:
         raise UsageError("Query must have category as groupby or filter")
-    start_us, end_us = parse_range(params, now)
-    interval = parse_interval(_last(params, "interval"))
-    start, end, interval, rollup = plan_intervals(rollups, start_us, end_us, interval, now)
-    try:
-        to_datetime(start), to_datetime(end)
-    except (ValueError, OverflowError):
-        raise UsageError("The date range is outside the years 1 to 9999.") from None
-    reasons = _values(params, "reason")
+    start, end, interval, rollup = parse_window(params, now=now, rollups=rollups)
     return UsageQuery(
-        fields=tuple(dict.fromkeys(fields)),
+        fields=fields,
         group_by=tuple(dict.fromkeys(group_by)),
-        categories=frozenset(categories) or None,
-        outcomes=frozenset(value.lower() for value in outcomes) or None,
-        reasons=frozenset(reasons) or None,
+        categories=categories,
+        outcomes=outcomes,
+        reasons=frozenset(_values(params, "reason")) or None,
         project_ids=project_ids,
         start=start,
         end=end,
         interval=interval,
         rollup=rollup,
     )
+
+
+def parse_fields(params: Mapping[str, Sequence[str]]) -> tuple[str, ...]:
+    """The distinct ``field`` values, in order; at least one is required."""
+    fields = _values(params, "field")
+    if not fields:
+        raise UsageError('At least one "field" is required.')
+    for value in fields:
+        if value not in FIELDS:
+            raise UsageError(f'Invalid field: "{value}"')
+    return tuple(dict.fromkeys(fields))
+
+
+def parse_categories(
+    params: Mapping[str, Sequence[str]], allowed: Sequence[str]
+) -> frozenset[str] | None:
+    """The ``category`` values, each one of ``allowed``; None when none is given."""
+    categories = _values(params, "category")
+    for value in categories:
+        if value not in allowed:
+            raise UsageError(f'Invalid category: "{value}"')
+    return frozenset(categories) or None
+
+
+def parse_outcomes(params: Mapping[str, Sequence[str]]) -> frozenset[str] | None:
+    """The ``outcome`` values, case-insensitive, lowered; None when none is given."""
+    outcomes = _values(params, "outcome")
+    for value in outcomes:
+        if value.lower() not in OUTCOMES:
+            raise UsageError(f'Invalid outcome: "{value}"')
+    return frozenset(value.lower() for value in outcomes) or None
+
+
+def parse_window(
+    params: Mapping[str, Sequence[str]],
+    *,
+    now: datetime,
+    rollups: Sequence[tuple[int, int]],
+    inclusive_end: bool = False,
+    min_interval: int | None = None,
+) -> tuple[int, int, int, int]:
+    """``(start, end, interval, rollup)`` of the answer from the range and ``interval``.
+
+    The range (:func:`parse_range`), then ``interval`` (:func:`parse_interval`,
+    at least ``min_interval`` seconds when given), then the intervals
+    (:func:`plan_intervals`) and the years they fall in.
+    """
+    start_us, end_us = parse_range(params, now, inclusive_end=inclusive_end)
+    interval = parse_interval(_last(params, "interval"))
+    if min_interval is not None and interval < min_interval:
+        raise UsageError(f"The interval has to be at least {_duration(min_interval)}.")
+    start, end, interval, rollup = plan_intervals(rollups, start_us, end_us, interval, now)
+    try:
+        to_datetime(start), to_datetime(end)
+    except (ValueError, OverflowError):
+        raise UsageError("The date range is outside the years 1 to 9999.") from None
+    return start, end, interval, rollup
+
+
+def _duration(seconds: int) -> str:
+    for name, unit in (("day", DAY), ("hour", 3600), ("minute", 60)):
+        if seconds % unit == 0:
+            count = seconds // unit
+            return f"one {name}" if count == 1 else f"{count} {name}s"
+    return f"{seconds} seconds"
 
 
 def parse_projects(values: Iterable[str]) -> tuple[int, ...] | None:
@@ -403,11 +454,18 @@ def _format(epoch: int) -> str:
     )
 
 
-def answer(query: UsageQuery, cells: Mapping[tuple[int, int, int], int]) -> dict[str, Any]:
-    """The ``stats_v2`` answer from stored counts ``{(project_id, stat code, bucket): n}``.
+def counted_outcomes(
+    query: UsageQuery, cells: Mapping[tuple[int, int, int], int]
+) -> Iterator[tuple[int, str, str, list[int]]]:
+    """``(project_id, outcome, reason, series)`` of stored counts, as the filters let through.
 
-    Buckets are those of ``query.rollup`` in ``[start, end)``; others are ignored.
+    ``cells`` are ``{(project_id, stat code, bucket): n}``; buckets are those
+    of ``query.rollup`` in ``[start, end)`` (others are ignored), summed into
+    the query's intervals before the outcomes are derived (:func:`outcome_series`).
+    Nothing when the category filter leaves out errors.
     """
+    if not query.counts_errors:
+        return
     stat_names = {STAT_CODES[name]: name for name in READ_STATS}
     count = len(query.intervals)
     start, end, interval = query.start, query.end, query.interval
@@ -422,29 +480,48 @@ def answer(query: UsageQuery, cells: Mapping[tuple[int, int, int], int]) -> dict
         if series is None:
             series = stats[name] = [0] * count
         series[(bucket - start) // interval] += value
+    zeros = [0] * count
+    for project_id, stats in per_project.items():
+        rows = outcome_series(
+            stats.get("received", zeros),
+            stats.get("rejected", zeros),
+            stats.get("blacklisted", zeros),
+            {name: stats[name] for name in FILTER_STATS if name in stats},
+        )
+        for outcome, reason, series in rows:
+            if query.outcomes is not None and outcome not in query.outcomes:
+                continue
+            if query.reasons is not None and reason not in query.reasons:
+                continue
+            yield project_id, outcome, reason, series
+
+
+def format_time(epoch: int) -> str:
+    """Epoch seconds as the answers give times: ``YYYY-MM-DDTHH:MM:SSZ``."""
+    return _format(epoch)
+
+
+def parameter_values(params: Mapping[str, Sequence[str]], name: str) -> list[str]:
+    """The non-empty values of a repeatable parameter, in order (an empty one is absent)."""
+    return _values(params, name)
+
+
+def answer(query: UsageQuery, cells: Mapping[tuple[int, int, int], int]) -> dict[str, Any]:
+    """The ``stats_v2`` answer from stored counts ``{(project_id, stat code, bucket): n}``.
+
+    Buckets are those of ``query.rollup`` in ``[start, end)``; others are ignored.
+    """
+    count = len(query.intervals)
     groups: defaultdict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0] * count)
-    if query.counts_errors:
-        zeros = [0] * count
-        for project_id, stats in per_project.items():
-            rows = outcome_series(
-                stats.get("received", zeros),
-                stats.get("rejected", zeros),
-                stats.get("blacklisted", zeros),
-                {name: stats[name] for name in FILTER_STATS if name in stats},
-            )
-            for outcome, reason, series in rows:
-                if query.outcomes is not None and outcome not in query.outcomes:
-                    continue
-                if query.reasons is not None and reason not in query.reasons:
-                    continue
-                labels = {
-                    "outcome": outcome,
-                    "category": "error",
-                    "reason": reason,
-                    "project": project_id,
-                }
-                group = groups[tuple(labels[name] for name in query.group_by)]
-                group[:] = [a + b for a, b in zip(group, series, strict=True)]
+    for project_id, outcome, reason, series in counted_outcomes(query, cells):
+        labels = {
+            "outcome": outcome,
+            "category": "error",
+            "reason": reason,
+            "project": project_id,
+        }
+        group = groups[tuple(labels[name] for name in query.group_by)]
+        group[:] = [a + b for a, b in zip(group, series, strict=True)]
     if not query.group_by:
         groups.setdefault((), [0] * count)  # exactly one group, zero-filled if need be
     shaped = []

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from django.http import HttpResponse
 from django.urls import reverse
 from django.utils import timezone
 from rest_framework.authentication import SessionAuthentication
@@ -24,7 +25,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import access, tsdb, usage
+from . import access, summary, tsdb, usage
 from .authentication import BearerTokenAuthentication
 from .conf import project_stats_settings
 from .constants import DEFAULT_STAT, ENVIRONMENT_STATS, ORG_READ_SCOPES, PROJECT_READ_SCOPES
@@ -35,10 +36,12 @@ from .pagination import CursorLinkPagination
 from .permissions import NOT_FOUND_MESSAGE, HasScope, get_project_or_404
 from .schema import (
     OrganizationStatsSchema,
+    OrganizationStatsSummarySchema,
     OrganizationStatsV2Schema,
     StatsSchema,
     organization_projects_schema,
     organization_stats_schema,
+    organization_stats_summary_schema,
     organization_stats_v2_schema,
     project_stats_schema,
 )
@@ -486,3 +489,103 @@ class OrganizationStatsV2View(OrganizationEndpointMixin, StatsEndpoint):
                     "projects with project, narrow the range or choose a larger interval."
                 ) from error
         return Response(usage.answer(query, cells))
+
+
+class OrganizationStatsSummaryView(OrganizationEndpointMixin, StatsEndpoint):
+    """Sentry's ``stats-summary``: one total per project, category and outcome.
+
+    Parameters and answer as :mod:`project_stats.summary` describes them;
+    with ``download=true`` the same as a CSV attachment (``stats_summary.csv``).
+    Answers 401, 404 (as ``stats_v2``), then 400 for a bad parameter, 400
+    when the projects summed times the intervals exceed ``MAX_TOTAL_POINTS``
+    (each project's series is derived interval by interval before it is
+    summed; this also bounds the answer, one entry a project), 403 for a
+    ``project`` that is not one of the organization's. Without a buffer the
+    access check, the projects with their slugs and the counts come from one
+    statement; with it, the counts are read as ``stats_v2`` reads them.
+    """
+
+    schema = OrganizationStatsSummarySchema()
+
+    query: usage.UsageQuery | None
+    download: bool
+    error: str | None
+
+    def prepare(self, request: Request) -> dict[str, Any]:
+        params = {name: request.query_params.getlist(name) for name in request.query_params}
+        self.query, self.download, self.error = None, False, None
+        try:
+            self.query, self.download = summary.parse(
+                params, now=self.now, rollups=tsdb.get_rollups()
+            )
+        except usage.UsageError as error:
+            self.error = error.message
+            return {}
+        query = self.query
+        arguments: dict[str, Any] = {
+            "project_ids": query.project_ids,
+            "list_projects": True,
+            "project_slugs": True,
+        }
+        if query.project_ids is not None:
+            arguments["require_projects"] = len(query.project_ids)
+            if self._too_many_points(len(query.project_ids)):
+                return arguments  # a 400 once access is settled: no counts needed
+        if tsdb.reads_in_one_statement() and query.counts_errors:
+            arguments["read"] = OrganizationStatsV2View._plan(query)
+            arguments["max_projects"] = project_stats_settings.MAX_TOTAL_POINTS // len(
+                query.intervals
+            )
+        return arguments
+
+    def _too_many_points(self, projects: int) -> bool:
+        query = self.query
+        if query is None:
+            return False
+        return projects * len(query.intervals) > project_stats_settings.MAX_TOTAL_POINTS
+
+    @organization_stats_summary_schema
+    def get(
+        self, request: Request, organization_id_or_slug: str, **kwargs: Any
+    ) -> Response | HttpResponse:
+        self.get_organization(request)  # 404 before any 400
+        query = self.query
+        if query is None:
+            raise InvalidQuery(self.error or "Invalid query")
+        found = self.found or access.Found()
+        selected = sorted(set(found.project_ids))
+        requested = query.project_ids
+        count = len(requested) if requested is not None else len(selected)
+        if self._too_many_points(count):
+            intervals, limit = len(query.intervals), project_stats_settings.MAX_TOTAL_POINTS
+            raise InvalidQuery(
+                f"The summary would sum {count} series of {intervals} intervals, "
+                f"{count * intervals} points in all; the limit is {limit} (MAX_TOTAL_POINTS). "
+                "Select fewer projects with project, narrow the range or choose a larger "
+                "interval."
+            )
+        if requested is not None and len(selected) != len(requested):
+            raise PermissionDenied()
+        cells: dict[tuple[int, int, int], int] = {}
+        if not query.counts_errors:
+            pass  # no category asked for holds counts
+        elif found.counts is not None:
+            cells = tsdb.StatsRangeQuery.cells(found.counts)
+        else:
+            try:
+                cells = tsdb.get_stats_by_project(selected, OrganizationStatsV2View._plan(query))
+            except tsdb.QueryError as error:
+                raise InvalidQuery(
+                    f"With the write buffer on, {error} (MAX_TOTAL_POINTS). Select fewer "
+                    "projects with project, narrow the range or choose a larger interval."
+                ) from error
+        projects = [(pk, found.project_slugs[pk]) for pk in selected]
+        body = summary.answer(query, cells, projects)
+        if not self.download:
+            return Response(body)
+        response = HttpResponse(
+            summary.to_csv(body, summary.csv_categories(query)),
+            content_type="text/csv; charset=utf-8",
+        )
+        response["Content-Disposition"] = f'attachment; filename="{summary.CSV_FILENAME}"'
+        return response

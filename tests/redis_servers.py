@@ -198,12 +198,13 @@ class RedisServer:
     in ``rdb`` mode the test takes one with :meth:`save`.
     """
 
-    def __init__(self, persistence: str = "aof-always") -> None:
+    def __init__(self, persistence: str = "aof-always", extra_args: tuple[str, ...] = ()) -> None:
         if persistence not in _PERSISTENCE_ARGS:
             raise ValueError(f"persistence must be one of {PERSISTENCE}, not {persistence!r}")
         if shutil.which("redis-server") is None:
             unavailable("redis-server is not installed (apt-get install redis-server)")
         self.persistence = persistence
+        self.extra_args = extra_args
         self.directory = Path(tempfile.mkdtemp(prefix="ps-redis-"))
         self.data = self.directory / "data"
         self.data.mkdir()
@@ -253,6 +254,7 @@ class RedisServer:
                 "--logfile",
                 str(self.directory / "redis.log"),
                 *_PERSISTENCE_ARGS[self.persistence],
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -325,6 +327,142 @@ def start_server(persistence: str = "aof-always") -> RedisServer:
         server.stop()
         raise
     return server
+
+
+SENTINEL_SERVICE = "pstest"
+
+
+@dataclass
+class SentinelGroup:
+    """A primary, one replica and three sentinels (quorum 2) watching them.
+
+    The sentinels give a primary up after a second of silence
+    (``down-after-milliseconds 1000``) and promote the replica.
+    """
+
+    directory: Path
+    primary: RedisServer
+    replica: RedisServer
+    ports: list[int] = field(default_factory=list)
+    processes: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        """The buffer's ``redis+sentinel://`` URL."""
+        hosts = ",".join(f"127.0.0.1:{port}" for port in self.ports)
+        return f"redis+sentinel://{hosts}/{SENTINEL_SERVICE}/0"
+
+    def sentinel(self, port: int) -> Any:
+        """A fresh client of one sentinel (the caller closes it)."""
+        import redis
+
+        return redis.Redis(port=port, socket_timeout=10, socket_connect_timeout=10)
+
+    def start_sentinel(self, port: int) -> None:
+        directory = self.directory / f"sentinel-{port}"
+        directory.mkdir(exist_ok=True)
+        conf = directory / "sentinel.conf"
+        conf.write_text(
+            f"port {port}\n"
+            "bind 127.0.0.1\n"
+            "protected-mode no\n"
+            f"dir {directory}\n"
+            f"logfile {directory / 'sentinel.log'}\n"
+            f"sentinel monitor {SENTINEL_SERVICE} 127.0.0.1 {self.primary.port} 2\n"
+            f"sentinel down-after-milliseconds {SENTINEL_SERVICE} 1000\n"
+            f"sentinel failover-timeout {SENTINEL_SERVICE} 5000\n"
+            f"sentinel parallel-syncs {SENTINEL_SERVICE} 1\n"
+        )
+        self.processes[port] = subprocess.Popen(  # noqa: S603
+            [shutil.which("redis-server") or "redis-server", str(conf), "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def _sees_everyone(self, port: int) -> bool:
+        client = self.sentinel(port)
+        try:
+            others = client.sentinel_sentinels(SENTINEL_SERVICE)
+            replicas = client.sentinel_slaves(SENTINEL_SERVICE)
+            master = client.sentinel_master(SENTINEL_SERVICE)
+        finally:
+            client.close()
+        return (
+            len(others) == len(self.ports) - 1
+            and len(replicas) == 1
+            and not (replicas[0]["is_sdown"] or master["is_sdown"])
+            and int(replicas[0]["port"]) == self.replica.port
+        )
+
+    def wait_ready(self) -> None:
+        """Until every sentinel knows the other two, the primary and the replica."""
+        for port in self.ports:
+            _wait(lambda port=port: self._sees_everyone(port), f"sentinel {port}", timeout=90)
+        _wait(
+            lambda: self.replica.command("INFO", "replication")["master_link_status"] == "up",
+            "the replica to be in sync",
+            timeout=60,
+        )
+
+    def primary_port(self, sentinel_port: int | None = None) -> int:
+        """The primary's port as one sentinel (the first by default) names it."""
+        client = self.sentinel(sentinel_port or self.ports[0])
+        try:
+            _, port = client.sentinel_get_master_addr_by_name(SENTINEL_SERVICE)
+        finally:
+            client.close()
+        return int(port)
+
+    def wait_promoted(self, server: RedisServer, timeout: float = 90.0) -> None:
+        """Until every sentinel names ``server`` the primary and it says it is one."""
+
+        def promoted() -> bool:
+            role = server.command("ROLE")[0]
+            return role in (b"master", "master") and all(
+                self.primary_port(port) == server.port for port in self.ports
+            )
+
+        _wait(promoted, f"the sentinels to promote {server.port}", timeout=timeout)
+
+    def stop(self) -> None:
+        for port in list(self.processes):
+            process = self.processes.pop(port)
+            process.kill()
+            process.wait(timeout=10)
+        self.primary.stop()
+        self.replica.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def start_sentinel_group() -> SentinelGroup:
+    """A :class:`SentinelGroup` on free loopback ports, once every sentinel sees everyone.
+
+    Snapshots only (no append-only file, no automatic save): what a failover
+    keeps is what the replica received.
+    """
+    if shutil.which("redis-server") is None:
+        unavailable("redis-server is not installed (apt-get install redis-server)")
+    primary = RedisServer("rdb")
+    replica: RedisServer | None = None
+    group: SentinelGroup | None = None
+    try:
+        primary.start()
+        replica = RedisServer("rdb", ("--replicaof", "127.0.0.1", str(primary.port)))
+        replica.start()
+        group = SentinelGroup(Path(tempfile.mkdtemp(prefix="ps-sentinel-")), primary, replica)
+        group.ports = [_free_port() for _ in range(3)]
+        for port in group.ports:
+            group.start_sentinel(port)
+        group.wait_ready()
+    except BaseException:
+        if group is not None:
+            group.stop()
+        else:
+            primary.stop()
+            if replica is not None:
+                replica.stop()
+        raise
+    return group
 
 
 def check_single() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import signal
 import threading
@@ -275,17 +276,54 @@ def test_flush_command_loop_stops_on_sigterm(
 
 
 def test_flush_command_loop_retries_while_redis_is_down(
-    settings: Any, buffer: dict[str, Any]
+    settings: Any, buffer: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Retried --max-failures times, each logged once as a warning, then a
+    non-zero exit (CommandError) for the supervisor to restart and alert."""
+    unreachable(settings, buffer)
+    # Only a safety net: the loop gives up long before this.
+    timer = threading.Timer(120.0, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with (
+            caplog.at_level(logging.INFO, logger="project_stats.flush"),
+            pytest.raises(CommandError, match="3 flushes failed in a row") as raised,
+        ):
+            call_command(
+                "project_stats_flush",
+                *("--loop", "--interval", "0.05", "--max-failures", "3"),
+                stdout=out,
+                stderr=err,
+            )
+    finally:
+        timer.cancel()
+    assert "Redis is unavailable" in str(raised.value)
+    failed = [r for r in caplog.records if r.getMessage().startswith("Flush failed")]
+    assert len(failed) == 3
+    assert all(r.levelno == logging.WARNING and r.exc_info is None for r in failed)
+    assert "Redis is unavailable" in failed[0].getMessage()
+    assert "Flush failed" not in err.getvalue()  # logged once, not printed a second time
+    assert "Stopped." not in out.getvalue()
+
+
+def test_flush_command_loop_with_max_failures_0_retries_until_stopped(
+    settings: Any, buffer: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     unreachable(settings, buffer)
     timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM))
     timer.start()
-    out, err = io.StringIO(), io.StringIO()
+    out = io.StringIO()
     try:
-        call_command("project_stats_flush", "--loop", "--interval", "0.1", stdout=out, stderr=err)
+        with caplog.at_level(logging.WARNING, logger="project_stats.flush"):
+            call_command(
+                "project_stats_flush",
+                *("--loop", "--interval", "0.05", "--max-failures", "0"),
+                stdout=out,
+            )
     finally:
         timer.cancel()
-    assert "Flush failed (Redis is unavailable" in err.getvalue()
+    assert [r for r in caplog.records if r.getMessage().startswith("Flush failed")]
     assert out.getvalue().rstrip().endswith("Stopped.")
     with pytest.raises(CommandError, match="unavailable"):
         call_command("project_stats_flush")

@@ -219,12 +219,12 @@ def _as_mysql(monkeypatch, *, mariadb: bool, version: tuple[int, ...], sql_mode:
     [
         (True, (10, 6, 0), {"STRICT_TRANS_TABLES"}, []),
         (True, (11, 4, 2), {"STRICT_ALL_TABLES", "NO_ZERO_DATE"}, []),
-        (True, (10, 5, 24), {"STRICT_TRANS_TABLES"}, [("project_stats.E029", ERROR)]),
-        (False, (8, 0, 18), {"STRICT_TRANS_TABLES"}, [("project_stats.E030", ERROR)]),
-        (False, (5, 7, 44), {"STRICT_TRANS_TABLES"}, [("project_stats.E030", ERROR)]),
-        (False, (8, 0, 19), {"STRICT_TRANS_TABLES"}, [("project_stats.W006", WARNING)]),
-        (True, (10, 11, 9), {"NO_ENGINE_SUBSTITUTION"}, [("project_stats.E031", ERROR)]),
-        (True, (10, 11, 9), set(), [("project_stats.E031", ERROR)]),
+        (True, (10, 5, 24), {"STRICT_TRANS_TABLES"}, [("project_stats.E040", ERROR)]),
+        (False, (8, 0, 18), {"STRICT_TRANS_TABLES"}, [("project_stats.E041", ERROR)]),
+        (False, (5, 7, 44), {"STRICT_TRANS_TABLES"}, [("project_stats.E041", ERROR)]),
+        (False, (8, 0, 19), {"STRICT_TRANS_TABLES"}, [("project_stats.W010", WARNING)]),
+        (True, (10, 11, 9), {"NO_ENGINE_SUBSTITUTION"}, [("project_stats.E042", ERROR)]),
+        (True, (10, 11, 9), set(), [("project_stats.E042", ERROR)]),
     ],
 )
 def test_mariadb_and_mysql_versions_and_sql_mode(  # type: ignore[no-untyped-def]
@@ -328,6 +328,97 @@ def test_bad_buffer_settings_are_reported(settings, value, expected: str) -> Non
 
     settings.PROJECT_STATS = {"BUFFER": value}
     assert expected in [m.id for m in check_buffer()]
+
+
+SENTINELS = "redis+sentinel://10.0.0.1:26379,10.0.0.2:26379,10.0.0.3"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"{SENTINELS}/mymaster",
+        f"{SENTINELS}/mymaster/3",
+        "redis+sentinel://:s%40cret@[::1]:26380,sentinel.local/mymaster/0",
+        f"{SENTINELS}/mymaster/0?sentinel_password=x&sentinel_username=watch",
+    ],
+)
+def test_sentinel_urls_pass(settings, url: str) -> None:  # type: ignore[no-untyped-def]
+    from project_stats.checks import check_buffer
+
+    settings.PROJECT_STATS = {"BUFFER": {"URL": url}}
+    assert check_buffer() == []
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ({"URL": SENTINELS}, "names no service"),
+        ({"URL": f"{SENTINELS}/"}, "names no service"),
+        ({"URL": f"{SENTINELS}/mymaster/zero"}, "must be a database number"),
+        ({"URL": f"{SENTINELS}/mymaster/0/1"}, "must be a database number"),
+        ({"URL": "redis+sentinel://10.0.0.1:port/mymaster"}, "'10.0.0.1:port' is not"),
+        ({"URL": "redis+sentinel://10.0.0.1,/mymaster"}, "'' is not a sentinel"),
+        ({"URL": "redis+sentinel://[::1/mymaster"}, "'[::1' is not"),
+        ({"URL": f"{SENTINELS}/mymaster?password=x"}, "unknown options password"),
+        ({"URL": f"{SENTINELS}/mymaster", "CLUSTER": True}, "not a Redis Cluster"),
+    ],
+)
+def test_bad_sentinel_urls_are_reported(settings, value: dict, problem: str) -> None:  # type: ignore[no-untyped-def]
+    from project_stats.checks import check_buffer
+
+    settings.PROJECT_STATS = {"BUFFER": value}
+    (error,) = check_buffer()
+    assert error.id == "project_stats.E028"
+    assert problem in error.msg
+    assert "redis+sentinel://" in error.hint
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ({"WAIT_REPLICAS": -1}, "project_stats.E029"),
+        ({"WAIT_REPLICAS": "1"}, "project_stats.E029"),
+        ({"WAIT_REPLICAS": True}, "project_stats.E029"),
+        ({"WAIT_REPLICAS": 1, "WAIT_TIMEOUT": 2.0}, "project_stats.E029"),  # SOCKET_TIMEOUT 2.0
+        ({"WAIT_REPLICAS": 1, "WAIT_TIMEOUT": 0}, "project_stats.E018"),
+        ({"WAIT_TIMEOUT": "1s"}, "project_stats.E018"),
+    ],
+)
+def test_bad_wait_settings_are_reported(settings, value: dict, expected: str) -> None:  # type: ignore[no-untyped-def]
+    from project_stats.checks import check_buffer
+
+    settings.PROJECT_STATS = {"BUFFER": {**GOOD_BUFFER, **value}}
+    assert [m.id for m in check_buffer()] == [expected]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"WAIT_REPLICAS": 0, "WAIT_TIMEOUT": 5.0},  # not waiting: the timeout is unused
+        {"WAIT_REPLICAS": 2, "WAIT_TIMEOUT": 0.5},
+        {"WAIT_REPLICAS": 1, "WAIT_TIMEOUT": 4.0, "SOCKET_TIMEOUT": 5.0},
+    ],
+)
+def test_good_wait_settings_pass(settings, value: dict) -> None:  # type: ignore[no-untyped-def]
+    from project_stats.checks import check_buffer
+
+    settings.PROJECT_STATS = {"BUFFER": {**GOOD_BUFFER, **value}}
+    assert check_buffer() == []
+
+
+def test_a_sentinel_url_parts() -> None:
+    from project_stats.tsdb.buffer import SentinelAddress, sentinel_address
+
+    url = "redis+sentinel://app:s%40cret@h1,[::1]:26380/my%20master/2?sentinel_password=w"
+    assert sentinel_address(url) == SentinelAddress(
+        sentinels=(("h1", 26379), ("::1", 26380)),
+        service="my master",
+        db=2,
+        username="app",
+        password="s@cret",
+        sentinel_username=None,
+        sentinel_password="w",
+    )
 
 
 @pytest.mark.parametrize(

@@ -36,7 +36,7 @@ from project_stats import tsdb
 from .factories import ApiTokenFactory, OrganizationMemberFactory, ProjectFactory
 from .http import http_get
 
-# Examples per operation and generation mode: 4 operations x 2 modes x 180.
+# Examples per operation and generation mode: 5 operations x 2 modes x 180.
 EXAMPLES = 180
 CHECKS = [
     not_a_server_error,
@@ -95,7 +95,7 @@ def test_generated_requests_get_documented_answers_and_never_a_server_error(
             )
             fuzz(strategy, (operation.label, mode.value))
 
-    assert len(sent) == 8, sent
+    assert len(sent) == 10, sent
     assert sum(sent.values()) >= 1000, sent
     # The run reached real data as well as the 4xx paths.
     assert statuses[200] >= 100 and statuses[400] >= 100, statuses

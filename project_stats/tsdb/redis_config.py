@@ -8,8 +8,9 @@ the incarnation check in :mod:`.buffer`). Redis's ACLs put ``INFO`` in
 ``@dangerous``, so a user made with ``+@all -@dangerous`` has every write
 refused.
 
-:func:`probe` asks every primary with ``INFO memory`` (managed services that
-hide ``CONFIG`` answer it; ``CONFIG GET`` is the fallback), :func:`problems`
+:func:`probe` asks every primary (with Sentinel, the one the sentinels
+name) with ``INFO memory`` (managed services that hide ``CONFIG`` answer it;
+``CONFIG GET`` is the fallback), :func:`problems`
 says what is wrong with the answers. Three callers: the ``check --deploy``
 system check, ``project_stats_flush`` at start (it logs and keeps flushing:
 draining Redis is what saves the counts) and :func:`refusals`, which the
@@ -74,8 +75,14 @@ class Problem:
 
 
 def _nodes(config: dict[str, Any]) -> list[tuple[str, Any]]:
-    """``(address, client)`` of every primary: one Redis, or each of a cluster's."""
+    """``(address, client)`` of every primary: one Redis, the one the sentinels
+    name (asked now), or each of a cluster's."""
     client = buffer._client(config)
+    if buffer.is_sentinel(config):
+        # Asking the sentinels also closes the idle connections to a former
+        # primary, so the probe reaches the one named.
+        host, port = client.connection_pool.get_master_address()
+        return [(f"{host}:{port}", client)]
     if not config["CLUSTER"]:
         kwargs = client.connection_pool.connection_kwargs
         where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"

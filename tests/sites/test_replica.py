@@ -186,11 +186,20 @@ def test_organization_endpoints_read_the_replica(client: Client, site: dict[str,
             },
             **bearer(site["token"]),
         )
+        summary = client.get(
+            f"{base}/stats-summary/",
+            {"field": "sum(quantity)", "start": site["hour"], "end": site["hour"] + 3599},
+            **bearer(site["token"]),
+        )
     assert [row["slug"] for row in listed.json()] == ["only-on-the-replica", site["project"].slug]
     assert dict(summed.json())[site["hour"]] == REPLICA_COUNT
     assert dict(by_project.json()[str(site["project"].pk)])[site["hour"]] == REPLICA_COUNT
     assert v2.status_code == 200, v2.content
     assert v2.json()["groups"][0]["totals"] == {"sum(quantity)": REPLICA_COUNT}
+    assert summary.status_code == 200, summary.content
+    projects = summary.json()["projects"]
+    assert sorted(p["slug"] for p in projects) == ["only-on-the-replica", site["project"].slug]
+    assert sum(p["stats"][0]["totals"]["sum(quantity)"] for p in projects) == REPLICA_COUNT
     assert sql.kinds("replica") == {"SELECT"}
     assert sql.kinds("primary") <= {"UPDATE"}
 

@@ -94,6 +94,7 @@ def test_the_schema_of_each_version(client: Client, version: str) -> None:
         f"/api/{version}/organizations/{{organization_id_or_slug}}/projects/",
         f"/api/{version}/organizations/{{organization_id_or_slug}}/stats/",
         f"/api/{version}/organizations/{{organization_id_or_slug}}/stats_v2/",
+        f"/api/{version}/organizations/{{organization_id_or_slug}}/stats-summary/",
     }
 
 

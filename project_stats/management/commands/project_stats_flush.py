@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import time
 from argparse import ArgumentParser
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, close_old_connections, connections, router
 
 from project_stats import tsdb
 from project_stats.conf import project_stats_settings
+from project_stats.models import AppliedBatch
 from project_stats.tsdb import redis_config
+from project_stats.tsdb.buffer import FlushIncomplete
+
+if TYPE_CHECKING:
+    from project_stats.metrics import FlusherMetrics
 
 logger = logging.getLogger("project_stats.flush")
 
@@ -33,10 +39,20 @@ def _describe(result: tsdb.FlushResult) -> str:
     return text
 
 
+def _failure_kind(error: Exception) -> str:
+    """The ``kind`` label of a failed flush."""
+    if isinstance(error, tsdb.BufferUnavailable):
+        return "redis"
+    if isinstance(error, DatabaseError):
+        return "database"
+    return "other"
+
+
 class Command(BaseCommand):
     help = (
         "Move the increments waiting in the write buffer (PROJECT_STATS['BUFFER']) into "
-        "the database, exactly once. With --loop, keep doing so until SIGTERM or SIGINT."
+        "the database, exactly once. With --loop, keep doing so until SIGTERM or SIGINT, "
+        "or until --max-failures flushes in a row failed."
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
@@ -51,9 +67,52 @@ class Command(BaseCommand):
             help="pause between two flushes with --loop (default: 5)",
         )
         parser.add_argument(
+            "--max-failures",
+            type=int,
+            default=5,
+            metavar="N",
+            help="with --loop, exit with status 1 after N flushes failed in a row "
+            "(default: 5; 0: never)",
+        )
+        parser.add_argument(
+            "--metrics-port",
+            type=int,
+            metavar="PORT",
+            help="with --loop, serve Prometheus metrics on this port (needs prometheus-client)",
+        )
+        parser.add_argument(
+            "--metrics-addr",
+            default="127.0.0.1",
+            metavar="ADDR",
+            help="address of the metrics server (default: 127.0.0.1)",
+        )
+        parser.add_argument(
             "--stats",
             action="store_true",
             help="print each shard's buffered fields, oldest delta and last flush; flush nothing",
+        )
+        parser.add_argument(
+            "--json", action="store_true", help="with --stats, one JSON document instead"
+        )
+        parser.add_argument(
+            "--check",
+            action="store_true",
+            help="exit 0 when Redis, the database and the lag are healthy, else 1 with the "
+            "reason; flush nothing",
+        )
+        parser.add_argument(
+            "--max-lag",
+            type=float,
+            default=300.0,
+            metavar="SECONDS",
+            help="with --check, the oldest buffered delta's greatest healthy age (default: 300)",
+        )
+        parser.add_argument(
+            "--max-memory",
+            type=float,
+            default=90.0,
+            metavar="PERCENT",
+            help="with --check, the share of Redis's maxmemory it may use (default: 90)",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -62,8 +121,19 @@ class Command(BaseCommand):
         interval = float(options["interval"])
         if not 0 < interval <= 3600:
             raise CommandError("--interval must be more than 0 and at most 3600 seconds")
+        if options["max_failures"] < 0:
+            raise CommandError("--max-failures must be 0 (never) or more")
+        if options["max_lag"] < 0 or not 0 < options["max_memory"] <= 100:
+            raise CommandError("--max-lag must be 0 or more, --max-memory from 0 to 100 (%)")
+        if options["metrics_port"] is not None and not options["loop"]:
+            raise CommandError("--metrics-port needs --loop")
+        if options["json"] and not options["stats"]:
+            raise CommandError("--json goes with --stats")
+        if options["check"]:
+            self._health(float(options["max_lag"]), float(options["max_memory"]))
+            return
         if options["stats"]:
-            self._stats()
+            self._stats(as_json=bool(options["json"]))
             return
         self._check_redis()
         if not options["loop"]:
@@ -81,7 +151,32 @@ class Command(BaseCommand):
             if int(options["verbosity"]) >= 1:
                 self.stdout.write(f"Flushed {_describe(result)}.", self.style.SUCCESS)
             return
-        self._loop(interval, int(options["verbosity"]))
+        metrics = None
+        server = None
+        if options["metrics_port"] is not None:
+            metrics, server = self._serve_metrics(options["metrics_port"], options["metrics_addr"])
+        try:
+            self._loop(interval, int(options["max_failures"]), int(options["verbosity"]), metrics)
+        finally:
+            if server is not None:
+                server.shutdown()
+                server.server_close()
+
+    def _serve_metrics(self, port: int, addr: str) -> tuple[FlusherMetrics, Any]:
+        try:
+            from project_stats.metrics import FlusherMetrics
+        except ImportError as exc:
+            raise CommandError(
+                f"--metrics-port needs prometheus-client ({exc}): "
+                "pip install 'django-project-stats[metrics]'"
+            ) from None
+        metrics = FlusherMetrics()
+        try:
+            server = metrics.serve(port, addr)
+        except OSError as exc:
+            raise CommandError(f"Cannot serve metrics on {addr}:{port}: {exc}") from None
+        logger.info("Serving metrics on http://%s:%d/metrics", addr, port)
+        return metrics, server
 
     def _check_redis(self) -> None:
         """Say what is unsafe about the buffer's Redis, then flush anyway:
@@ -99,12 +194,83 @@ class Command(BaseCommand):
             log("%s %s (%s)", problem.message, problem.hint, problem.id)
             self.stderr.write(f"{problem.level.capitalize()}: {problem.message} {problem.hint}")
 
-    def _stats(self) -> None:
+    def _health(self, max_lag: float, max_memory: float) -> None:
+        """One line: ``OK ...`` (exit 0), or every reason it is not (CommandError, exit 1)."""
+        config = project_stats_settings.BUFFER
+        assert config is not None  # noqa: S101 - handle() checked it
+        reasons: list[str] = []
+        warnings: list[str] = []
+        try:
+            servers = redis_config.probe(config)
+            shards = tsdb.buffer_stats()
+        except tsdb.BufferUnavailable as exc:
+            reasons.append(f"Redis unreachable: {exc}")
+            servers, shards = [], None
+        for problem in redis_config.problems(config, servers):
+            text = f"{problem.message} ({problem.id})"
+            (reasons if problem.level == "error" else warnings).append(text)
+        for server in servers:
+            if server.maxmemory and server.used_memory is not None:
+                share = 100 * server.used_memory / server.maxmemory
+                if share > max_memory:
+                    reasons.append(
+                        f"Redis at {server.node} uses {share:.0f}% of its maxmemory "
+                        f"({server.used_memory / 2**20:.1f} of {server.maxmemory / 2**20:.1f} "
+                        f"MiB; limit {max_memory:g}%)"
+                    )
+        connection = connections[router.db_for_write(AppliedBatch)]
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+        except DatabaseError as exc:
+            reasons.append(f"database unreachable ({type(exc).__name__}: {exc})".strip())
+        lag = None
+        if shards is not None:
+            lag = max((s.oldest for s in shards if s.oldest is not None), default=0.0)
+            if lag > max_lag:
+                reasons.append(
+                    f"lag {lag:.0f}s above {max_lag:g}s: the oldest buffered delta waits "
+                    "for a flusher"
+                )
+        warned = "; warning: " + "; ".join(warnings) if warnings else ""
+        if reasons:
+            raise CommandError(" ".join(("; ".join(reasons) + warned).split()))
+        line = f"OK: lag {lag:.1f}s (limit {max_lag:g}s), Redis and the database answer{warned}"
+        self.stdout.write(" ".join(line.split()))
+
+    def _stats(self, *, as_json: bool) -> None:
         try:
             shards = tsdb.buffer_stats()
         except tsdb.BufferUnavailable as exc:
             raise CommandError(str(exc)) from None
         now = time.time()
+        if as_json:
+            oldest = [s.oldest for s in shards if s.oldest is not None]
+            flushed = [s.flushed_at for s in shards if s.flushed_at is not None]
+            document = {
+                "time": now,
+                "shards": [
+                    {
+                        "shard": s.shard,
+                        "fields": s.fields,
+                        "batches": s.batches,
+                        "oldest_seconds": s.oldest,
+                        "flushed_at": s.flushed_at,
+                        "flush_seconds": s.flush_seconds,
+                        "flush_rows": s.flush_rows,
+                    }
+                    for s in shards
+                ],
+                "totals": {
+                    "shards": len(shards),
+                    "fields": sum(s.fields for s in shards),
+                    "batches": sum(s.batches for s in shards),
+                    "oldest_seconds": max(oldest) if oldest else None,
+                    "flushed_at": max(flushed) if flushed else None,
+                },
+            }
+            self.stdout.write(json.dumps(document))
+            return
 
         def seconds(value: float | None) -> str:
             return "-" if value is None else f"{value:.1f}"
@@ -130,7 +296,33 @@ class Command(BaseCommand):
             f"oldest delta {seconds(max(oldest) if oldest else None)} s."
         )
 
-    def _loop(self, interval: float, verbosity: int) -> None:
+    def _flush_once(self, verbosity: int, metrics: FlusherMetrics | None) -> None:
+        """One flush of the loop; raises what made it fail (after counting it)."""
+        started = time.monotonic()
+        try:
+            result = tsdb.flush()
+        except FlushIncomplete as exc:
+            if metrics is not None:
+                metrics.flushed(exc.result, time.monotonic() - started)
+            raise
+        except Exception:
+            if metrics is not None:
+                metrics.duration.observe(time.monotonic() - started)
+            raise
+        if metrics is not None:
+            metrics.flushed(result, time.monotonic() - started)
+            try:
+                shards = tsdb.buffer_stats()
+            except tsdb.BufferUnavailable:
+                shards = None  # the next flush meets the outage and counts it
+            metrics.succeeded(shards)
+        logger.info("Flushed %s.", _describe(result))
+        if verbosity >= 2 or (verbosity >= 1 and result.rows):
+            self.stdout.write(f"Flushed {_describe(result)}.")
+
+    def _loop(
+        self, interval: float, max_failures: int, verbosity: int, metrics: FlusherMetrics | None
+    ) -> None:
         stopping = False
 
         def stop(signum: int, frame: FrameType | None) -> None:
@@ -146,17 +338,33 @@ class Command(BaseCommand):
             while not stopping:
                 started = time.monotonic()
                 try:
-                    result = tsdb.flush()
+                    self._flush_once(verbosity, metrics)
                     failures = 0
-                    logger.info("Flushed %s.", _describe(result))
-                    if verbosity >= 2 or (verbosity >= 1 and result.rows):
-                        self.stdout.write(f"Flushed {_describe(result)}.")
-                except (tsdb.BufferUnavailable, DatabaseError) as exc:
+                except Exception as exc:
                     failures += 1
-                    # Nothing is lost: what was claimed stays claimed for the next try.
-                    logger.warning("Flush failed (%s); retrying.", exc)
-                    self.stderr.write(f"Flush failed ({exc}); retrying.")
+                    kind = _failure_kind(exc)
+                    if metrics is not None:
+                        metrics.failed(kind, failures)
+                    # Logged once, on the logger only (its handlers print it): a
+                    # Redis outage as a warning (its message says it all), anything
+                    # else as an error with its traceback. Nothing is lost: what
+                    # was claimed stays claimed for the next try.
+                    if kind == "redis":
+                        logger.warning("Flush failed (%s); %s.", exc, _next(failures, max_failures))
+                    else:
+                        logger.error(
+                            "Flush failed (%s: %s); %s.",
+                            type(exc).__name__,
+                            exc,
+                            _next(failures, max_failures),
+                            exc_info=True,
+                        )
                     close_old_connections()
+                    if max_failures and failures >= max_failures:
+                        raise CommandError(
+                            f"{failures} flushes failed in a row; the last: {exc}. "
+                            "Exiting so that the supervisor restarts the flusher."
+                        ) from None
                 wait = (
                     interval if not failures else min(MAX_BACKOFF_SECONDS, interval * 2**failures)
                 )
@@ -167,3 +375,11 @@ class Command(BaseCommand):
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         self.stdout.write("Stopped.")
+
+
+def _next(failures: int, max_failures: int) -> str:
+    if not max_failures:
+        return "retrying"
+    if failures >= max_failures:
+        return f"{failures} in a row, giving up"
+    return f"retrying ({failures} of {max_failures} in a row)"
