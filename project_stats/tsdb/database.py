@@ -409,12 +409,11 @@ def delete_projects(project_ids: Sequence[int]) -> int:
 # snapshot reaches the target on the next run. The PostgreSQL test
 # ``test_no_increment_is_lost_while_backfill_runs`` fails with GREATEST.
 #
-# Two backfills must not both add the same difference, so on PostgreSQL each
-# chunk first takes a transaction-level advisory lock; the statement that
-# follows sees the other run's committed chunk (READ COMMITTED takes a new
-# snapshot per statement). SQLite allows one writer and each chunk is a single
-# statement, so it needs neither.
-_BACKFILL_LOCK = 0x70735F62  # pg_advisory_xact_lock key shared by all backfills
+# Two backfills must not both add the same difference, so each chunk first
+# takes a lock shared by all backfills (see ``Dialect.backfill``); the
+# statement that follows sees the other run's committed chunk (READ COMMITTED
+# takes a new snapshot per statement). SQLite allows one writer and each chunk
+# is a single statement, so it needs neither.
 
 
 def _in(column: str, values: Sequence[int] | None, params: list[Any]) -> str:
@@ -526,7 +525,6 @@ def backfill_chunk(
         f"INSERT INTO {names['table']} ({names['columns']}) "  # noqa: S608
         f"SELECT p, st, e, %s, b, d FROM cmp WHERE {changes}"
     )
-    upsert_tail = dialect(connection).upsert_tail(names)
     # SQLite's SUM fails on an integer overflow (no silent REAL there), and
     # target + (sum - target) cannot overflow: only the error's type differs.
     with (
@@ -534,77 +532,7 @@ def backfill_chunk(
         transaction.atomic(using=connection.alias),
         connection.cursor() as cursor,
     ):
-        if connection.vendor == "postgresql":
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_BACKFILL_LOCK])
-            # Rows in the order ``upsert`` locks them (environment by code
-            # point, as Python sorts), so a backfill and an incr_many batch
-            # do not deadlock.
-            cursor.execute(
-                f"WITH {ctes}, written AS ({insert} "  # noqa: S608
-                'ORDER BY p, st, e COLLATE "C", b'
-                f"{upsert_tail} RETURNING 1) "
-                "SELECT (SELECT COUNT(*) FROM cmp), (SELECT COUNT(*) FROM written)",
-                [*params, target],
-            )
-            examined, written = cursor.fetchone()
-            return int(examined), int(written)
-        if connection.vendor == "mysql":
-            return _backfill_mysql(cursor, ctes, params, changes, insert, upsert_tail, target)
-        cursor.execute(f"WITH {ctes} {insert}{upsert_tail}", [*params, target])
-        # sqlite3 reports no rowcount for a statement starting with WITH.
-        cursor.execute("SELECT changes()")
-        (written,) = cursor.fetchone()
-        # The comparison has as many rows after the write as before it: every
-        # new target row matches a source group, and no row is removed.
-        cursor.execute(f"WITH {ctes} SELECT COUNT(*) FROM cmp", params)  # noqa: S608
-        (examined,) = cursor.fetchone()
-        return int(examined), int(written)
-
-
-def _backfill_mysql(
-    cursor: Any,
-    ctes: str,
-    params: list[Any],
-    changes: str,
-    insert: str,
-    upsert_tail: str,
-    target: int,
-) -> tuple[int, int]:
-    """The write of :func:`backfill_chunk` on MariaDB, inside its transaction.
-
-    Two backfills take turns on a named lock (held by the session: released
-    after the chunk). The affected-row count of ``ON DUPLICATE KEY`` mixes
-    inserts (1) and updates (2), so the rows to write are counted first, in
-    the same comparison; an increment committed in between changes a
-    bucket's value, not whether the chunk writes it.
-    """
-    cursor.execute("SELECT GET_LOCK(%s, %s)", [_BACKFILL_LOCK_NAME, _BACKFILL_LOCK_TIMEOUT])
-    (locked,) = cursor.fetchone()
-    if locked != 1:
-        raise OperationalError(f"backfill: {_BACKFILL_LOCK_NAME} not acquired in time")
-    try:
-        cursor.execute(
-            f"WITH {ctes} SELECT COUNT(*), "  # noqa: S608
-            f"COALESCE(SUM(CASE WHEN {changes} THEN 1 ELSE 0 END), 0) FROM cmp",
-            params,
-        )
-        examined, written = cursor.fetchone()
-        # MariaDB takes a WITH inside the INSERT's SELECT, not before the INSERT;
-        # rows in upsert's key order, so that a backfill and a batch do not deadlock.
-        select, _, where = insert.partition(" FROM cmp WHERE ")
-        into, _, columns = select.partition(" SELECT ")
-        cursor.execute(
-            f"{into} WITH {ctes} SELECT {columns} FROM cmp WHERE {where} "  # noqa: S608
-            f"ORDER BY p, st, CAST(e AS BINARY), b{upsert_tail}",
-            [*params, target],
-        )
-    finally:
-        cursor.execute("SELECT RELEASE_LOCK(%s)", [_BACKFILL_LOCK_NAME])
-    return int(examined), int(written)
-
-
-_BACKFILL_LOCK_NAME = "project_stats.backfill"
-_BACKFILL_LOCK_TIMEOUT = 600  # seconds; a chunk is one statement
+        return dialect(connection).backfill(cursor, names, ctes, params, changes, insert, target)
 
 
 def count_expired(rollup: int, before: int) -> int:

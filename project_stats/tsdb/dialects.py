@@ -22,6 +22,11 @@ Row = tuple[int, int, str, int, int, int]
 
 OVERFLOW_MESSAGE = "bigint out of range: a count would pass 2**63 - 1"
 
+# Shared by all backfills: PostgreSQL's pg_advisory_xact_lock key, MariaDB's GET_LOCK name.
+BACKFILL_LOCK = 0x70735F62
+BACKFILL_LOCK_NAME = "project_stats.backfill"
+BACKFILL_LOCK_TIMEOUT = 600  # seconds; a chunk is one statement
+
 
 class Dialect:
     """The fragments every vendor provides; see the subclasses."""
@@ -63,6 +68,24 @@ class Dialect:
             f" ON CONFLICT ({names['conflict']}) DO UPDATE "
             f"SET {names['count']} = {names['table']}.{names['count']} + excluded.{names['count']}"
         )
+
+    def backfill(
+        self,
+        cursor: Any,
+        names: dict[str, str],
+        ctes: str,
+        params: list[Any],
+        changes: str,
+        insert: str,
+        target: int,
+    ) -> tuple[int, int]:
+        """Write a backfill chunk inside its transaction; ``(examined, written)``.
+
+        ``ctes`` define ``cmp`` (see ``database._comparison``); ``insert`` is
+        the ``INSERT ... SELECT ... FROM cmp WHERE {changes}`` of the rows to
+        add, its one extra parameter ``target``.
+        """
+        raise NotImplementedError
 
     def insert_new(self, table: str, columns: str, key: str) -> str:
         """An ``INSERT`` of one row that does nothing (row count 0) when ``key`` exists."""
@@ -132,6 +155,30 @@ class PostgreSQL(Dialect):
         )
         cursor.execute(sql, [list(column) for column in columns])
 
+    def backfill(
+        self,
+        cursor: Any,
+        names: dict[str, str],
+        ctes: str,
+        params: list[Any],
+        changes: str,
+        insert: str,
+        target: int,
+    ) -> tuple[int, int]:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [BACKFILL_LOCK])
+        # Rows in the order ``upsert`` locks them (environment by code
+        # point, as Python sorts), so a backfill and an incr_many batch
+        # do not deadlock.
+        cursor.execute(
+            f"WITH {ctes}, written AS ({insert} "  # noqa: S608
+            'ORDER BY p, st, e COLLATE "C", b'
+            f"{self.upsert_tail(names)} RETURNING 1) "
+            "SELECT (SELECT COUNT(*) FROM cmp), (SELECT COUNT(*) FROM written)",
+            [*params, target],
+        )
+        examined, written = cursor.fetchone()
+        return int(examined), int(written)
+
 
 # SQLite has no error for an integer overflow in ``+``: the sum silently
 # becomes a REAL (9.223372036854776e+18), which the INTEGER column then keeps.
@@ -177,6 +224,26 @@ class SQLite(Dialect):
     @property
     def rows_per_statement(self) -> int:  # type: ignore[override]
         return max(1, (self.connection.features.max_query_params or 999) // 6)
+
+    def backfill(
+        self,
+        cursor: Any,
+        names: dict[str, str],
+        ctes: str,
+        params: list[Any],
+        changes: str,
+        insert: str,
+        target: int,
+    ) -> tuple[int, int]:
+        cursor.execute(f"WITH {ctes} {insert}{self.upsert_tail(names)}", [*params, target])
+        # sqlite3 reports no rowcount for a statement starting with WITH.
+        cursor.execute("SELECT changes()")
+        (written,) = cursor.fetchone()
+        # The comparison has as many rows after the write as before it: every
+        # new target row matches a source group, and no row is removed.
+        cursor.execute(f"WITH {ctes} SELECT COUNT(*) FROM cmp", params)  # noqa: S608
+        (examined,) = cursor.fetchone()
+        return int(examined), int(written)
 
     def overflow(self, exc: Exception) -> DataError | None:
         if isinstance(exc, OperationalError) and str(exc) == _SQLITE_OVERFLOW:
@@ -247,6 +314,46 @@ class MySQL(Dialect):
         # An INSERT ... SELECT takes no row alias: VALUES() names the new row on both.
         count = names["count"]
         return f" ON DUPLICATE KEY UPDATE {count} = {count} + VALUES({count})"
+
+    def backfill(
+        self,
+        cursor: Any,
+        names: dict[str, str],
+        ctes: str,
+        params: list[Any],
+        changes: str,
+        insert: str,
+        target: int,
+    ) -> tuple[int, int]:
+        # Two backfills take turns on a named lock (held by the session:
+        # released after the chunk). The affected-row count of ON DUPLICATE
+        # KEY mixes inserts (1) and updates (2), so the rows to write are
+        # counted first, in the same comparison; an increment committed in
+        # between changes a bucket's value, not whether the chunk writes it.
+        cursor.execute("SELECT GET_LOCK(%s, %s)", [BACKFILL_LOCK_NAME, BACKFILL_LOCK_TIMEOUT])
+        (locked,) = cursor.fetchone()
+        if locked != 1:
+            raise OperationalError(f"backfill: {BACKFILL_LOCK_NAME} not acquired in time")
+        try:
+            cursor.execute(
+                f"WITH {ctes} SELECT COUNT(*), "  # noqa: S608
+                f"COALESCE(SUM(CASE WHEN {changes} THEN 1 ELSE 0 END), 0) FROM cmp",
+                params,
+            )
+            examined, written = cursor.fetchone()
+            # MariaDB takes the WITH inside the INSERT's SELECT, not before the
+            # INSERT; rows in upsert's key order (environment by code point,
+            # as its binary collation), so that a backfill and a batch do not
+            # deadlock.
+            into, _, select = insert.partition(" SELECT ")
+            cursor.execute(
+                f"{into} WITH {ctes} SELECT {select} "  # noqa: S608
+                f"ORDER BY p, st, e, b{self.upsert_tail(names)}",
+                [*params, target],
+            )
+        finally:
+            cursor.execute("SELECT RELEASE_LOCK(%s)", [BACKFILL_LOCK_NAME])
+        return int(examined), int(written)
 
     def insert_new(self, table: str, columns: str, key: str) -> str:
         # Django's MySQL connections count found rows as affected: an
