@@ -79,24 +79,38 @@ $(CLIENT_DIR)/node_modules/.installed: $(CLIENT_DIR)/package-lock.json
 		echo "NOTE: npm not found; the @sentry/api client test will not run."; \
 	fi
 
+# The SQLite suite, then PostgreSQL and MariaDB side by side (separate
+# processes and test databases; MariaDB's output follows PostgreSQL's); fails
+# if either fails.
+MYSQL_UP := $(PY) -c "import sys, dj_database_url, MySQLdb; s = dj_database_url.parse(sys.argv[1]); MySQLdb.connect(host=s['HOST'], port=int(s['PORT'] or 3306), user=s['USER'], password=s['PASSWORD'], connect_timeout=3).close()"
+MYSQL_LOG := $(VENV)/mariadb-test.log
+
 test: venv browser prometheus node-client
 	$(PY) -m pytest -q -p no:cacheprovider
-	@if $(PY) -c "import sys, psycopg; psycopg.connect(sys.argv[1], connect_timeout=3).close()" "$(PG_URL)" 2>/dev/null; then \
-		echo "== PostgreSQL: $(PG_URL)"; \
-		TEST_DATABASE_URL="$(PG_URL)" $(PY) -m pytest -q -p no:cacheprovider; \
-	elif [ "$(REQUIRE_POSTGRES)" = "1" ]; then \
-		echo "PostgreSQL is required (REQUIRE_POSTGRES=1) but no server answers at $(PG_URL)" >&2; exit 1; \
-	else \
-		echo "NOTE: no PostgreSQL server answers at $(PG_URL); ran the SQLite suite only."; \
-	fi
-	@if $(PY) -c "import sys, dj_database_url, MySQLdb; s = dj_database_url.parse(sys.argv[1]); MySQLdb.connect(host=s['HOST'], port=int(s['PORT'] or 3306), user=s['USER'], password=s['PASSWORD'], connect_timeout=3).close()" "$(MYSQL_URL)" 2>/dev/null; then \
-		echo "== MariaDB: $(MYSQL_URL)"; \
-		TEST_DATABASE_URL="$(MYSQL_URL)" $(PY) -m pytest -q -p no:cacheprovider; \
+	@mysql_pid=""; \
+	if $(MYSQL_UP) "$(MYSQL_URL)" 2>/dev/null; then \
+		echo "== MariaDB: $(MYSQL_URL) (in the background, output below)"; \
+		TEST_DATABASE_URL="$(MYSQL_URL)" $(PY) -m pytest -q -p no:cacheprovider >"$(MYSQL_LOG)" 2>&1 & mysql_pid=$$!; \
 	elif [ "$(REQUIRE_MYSQL)" = "1" ]; then \
 		echo "MariaDB is required (REQUIRE_MYSQL=1) but no server answers at $(MYSQL_URL)" >&2; exit 1; \
 	else \
 		echo "NOTE: no MariaDB server answers at $(MYSQL_URL); skipped the MariaDB suite."; \
-	fi
+	fi; \
+	pg=0; \
+	if $(PY) -c "import sys, psycopg; psycopg.connect(sys.argv[1], connect_timeout=3).close()" "$(PG_URL)" 2>/dev/null; then \
+		echo "== PostgreSQL: $(PG_URL)"; \
+		TEST_DATABASE_URL="$(PG_URL)" $(PY) -m pytest -q -p no:cacheprovider || pg=$$?; \
+	elif [ "$(REQUIRE_POSTGRES)" = "1" ]; then \
+		echo "PostgreSQL is required (REQUIRE_POSTGRES=1) but no server answers at $(PG_URL)" >&2; pg=1; \
+	else \
+		echo "NOTE: no PostgreSQL server answers at $(PG_URL); ran the SQLite suite only."; \
+	fi; \
+	my=0; \
+	if [ -n "$$mysql_pid" ]; then \
+		wait $$mysql_pid || my=$$?; \
+		echo "== MariaDB: $(MYSQL_URL)"; cat "$(MYSQL_LOG)"; \
+	fi; \
+	[ $$pg -eq 0 ] && [ $$my -eq 0 ]
 
 # Host-site configurations: tests/sites/test_<name>.py under the settings module
 # tests.sites.settings_<name>, on SQLite and (when it answers) PostgreSQL.
