@@ -366,6 +366,30 @@ def test_environment_check_probes_an_index_per_project_instead_of_reading_rows(
     assert "project_stats_ec_project_env" in plan
     if connection.vendor == "sqlite":
         assert "(project_id=? AND environment=?)" in plan
+    _assert_probes_the_environment_index(plan)
+
+
+@pytest.mark.server_db
+def test_environment_check_probes_the_index_when_most_rows_have_none(
+    project: Project, now: datetime
+) -> None:
+    # Statistics see (project, environment) as no better than the project
+    # alone when nearly every row has environment "": the planner must still
+    # probe it, not walk the project's rows.
+    second = int(now.timestamp())
+    tsdb.incr_many([(project, "received", second - 10 * i, 1) for i in range(3000)], rollups=[10])
+    tsdb.incr(project, "generated", timestamp=now, environment="production")
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {'TABLE ' if connection.vendor == 'mysql' else ''}{TABLE}")
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        assert not tsdb.environment_exists(project.organization, "staging")
+        [query] = queries.captured_queries
+        plan = _plan(query["sql"])
+    assert "project_stats_ec_project_env" in plan
+    _assert_probes_the_environment_index(plan)
+
+
+def _assert_probes_the_environment_index(plan: str) -> None:
     if connection.vendor == "mysql":
         # No partial indexes: the same index, on every row.
         probe = json.loads(plan)["query_block"]
@@ -373,6 +397,9 @@ def test_environment_check_probes_an_index_per_project_instead_of_reading_rows(
         assert tables
         assert [t["access_type"] for t in tables] == ["ref"] * len(tables)
         assert all(t["used_key_parts"] == ["project_id", "environment"] for t in tables)
+
+
+TABLE = EventCount._meta.db_table
 
 
 def _plan_tables(node: object) -> list[dict[str, Any]]:

@@ -297,6 +297,9 @@ def stats_sql(
     return sql, params
 
 
+ENVIRONMENT_INDEX = "project_stats_ec_project_env"
+
+
 def environment_sql(
     connection: BaseDatabaseWrapper, organization: str, environment: str
 ) -> tuple[str, list[Any]]:
@@ -313,12 +316,13 @@ def environment_sql(
     project_pk = project_meta.pk
     if project_pk is None:  # pragma: no cover - every concrete model has one
         raise TypeError("Project has no primary key")
+    hint = dialect(connection).force_index(ENVIRONMENT_INDEX)
     sql = (
-        f"EXISTS (SELECT 1 FROM {qn(EventCount._meta.db_table)} e "  # noqa: S608
+        f"EXISTS (SELECT 1 FROM {qn(EventCount._meta.db_table)} e{hint} "  # noqa: S608
         f"WHERE e.{qn(_column('environment'))} = %s "
         # The partial (project, environment) index's own condition: SQLite uses
         # that index only when the query states it (see environment_recorded).
-        f"AND e.{qn(_column('environment'))} <> '' AND e.{qn(_column('project'))} IN "
+        f"AND NOT (e.{qn(_column('environment'))} = '') AND e.{qn(_column('project'))} IN "
         f"(SELECT ep.{qn(project_pk.column)} FROM {qn(project_meta.db_table)} ep "
         f"WHERE ep.{qn(str(organization_field.column))} = {organization}))"
     )
@@ -363,15 +367,18 @@ def environment_recorded(organization_id: int, environment: str) -> bool:
     """Whether any project of the organization has counts for ``environment``.
 
     Served by the partial (project, environment) index: one index probe per
-    project of the organization, however many rows they hold. The explicit
-    ``environment <> ''`` repeats the index's condition: SQLite uses a partial
-    index only when the query states its condition.
+    project of the organization, however many rows they hold (see
+    :func:`environment_sql`).
     """
-    return (
-        EventCount.objects.filter(project__organization_id=organization_id, environment=environment)
-        .exclude(environment="")
-        .exists()
+    connection = _read_connection()
+    exists, params = environment_sql(connection, "%s", environment)
+    organization = Project._meta.get_field("organization").get_db_prep_value(
+        organization_id, connection
     )
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {exists}", [*params, organization])  # noqa: S608
+        (found,) = cursor.fetchone()
+    return bool(found)
 
 
 def on_commit(callback: Callable[[], None]) -> None:

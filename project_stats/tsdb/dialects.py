@@ -58,6 +58,10 @@ class Dialect:
         """
         raise NotImplementedError
 
+    def force_index(self, index: str) -> str:
+        """A hint after a table's alias making the planner use ``index`` ("" if never needed)."""
+        return ""
+
     def upsert(self, cursor: Any, names: dict[str, str], rows: Sequence[Row]) -> None:
         """Add each row's count to its bucket (rows distinct by key, sorted)."""
         raise NotImplementedError
@@ -291,6 +295,14 @@ class MySQL(Dialect):
             f"TIMESTAMPADD(SECOND, FLOOR({seconds} / {int(rollup)}) * {int(rollup)}, "
             "'1970-01-01 00:00:00')"
         )
+
+    def force_index(self, index: str) -> str:
+        # Without partial indexes the (project, environment) index holds every
+        # row, and its statistics are an average: with most rows in "" the
+        # planner may walk the unique key's project prefix instead (500,000
+        # rows read for an absent environment at 3M rows, 155 ms, against
+        # one probe, 0.01 ms).
+        return f" FORCE INDEX ({self.connection.ops.quote_name(index)})"
 
     def _added(self, names: dict[str, str]) -> tuple[str, str]:
         """The row alias after ``VALUES (...)`` and the SET clause adding the new count."""
