@@ -370,6 +370,7 @@ def test_environment_check_probes_an_index_per_project_instead_of_reading_rows(
 
 
 @pytest.mark.server_db
+@pytest.mark.django_db(transaction=True)  # MariaDB's ANALYZE TABLE commits
 def test_environment_check_probes_the_index_when_most_rows_have_none(
     project: Project, now: datetime
 ) -> None:
