@@ -29,6 +29,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any, cast
 
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.db import OperationalError
 from django.db.utils import DatabaseErrorWrapper
 from rest_framework import status
@@ -133,7 +134,13 @@ def _connection_gone(exc: BaseException) -> bool:
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """503 for :func:`is_unavailable`; anything else to the site's handler."""
+    """503 for :func:`is_unavailable`, a JSON 400 for a request past Django's
+    upload limits; anything else to the site's handler."""
+    if isinstance(exc, TooManyFieldsSent | RequestDataTooBig):
+        # Django answers these with an HTML page; an API client gets JSON.
+        # Django's security log still hears of it, as it would.
+        logging.getLogger(f"django.security.{type(exc).__name__}").error(str(exc))
+        return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
     if is_unavailable(exc):
         # The class name is enough to diagnose; the message may quote a DSN.
         logger.warning("Database unavailable (%s); answering 503.", type(exc.__cause__).__name__)

@@ -504,3 +504,35 @@ def test_requests_wait_for_a_lock_instead_of_failing(
             time.sleep(0.5)
             assert not pending.done()
         assert pending.result(timeout=30).status == 200
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "project-stats",
+        "organization-projects",
+        "organization-stats",
+        "organization-stats-v2",
+        "organization-stats-summary",
+    ],
+)
+@pytest.mark.parametrize("authenticated", [True, False])
+def test_more_query_parameters_than_django_parses_answer_a_json_400(
+    client: Client,
+    project: Project,
+    member_token: ApiToken,
+    name: str,
+    authenticated: bool,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    args = [project.organization.slug]
+    if name == "project-stats":
+        args.append(project.slug)
+    query = "&".join(["project=1"] * 1001)  # DATA_UPLOAD_MAX_NUMBER_FIELDS is 1,000
+    auth = bearer(member_token) if authenticated else {}
+    with caplog.at_level(logging.ERROR, logger="django.security"):
+        response = client.get(f"{reverse(f'project_stats:{name}', args=args)}?{query}", **auth)
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/json"
+    assert "DATA_UPLOAD_MAX_NUMBER_FIELDS" in response.json()["detail"]
+    assert any(r.name == "django.security.TooManyFieldsSent" for r in caplog.records)
