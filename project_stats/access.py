@@ -35,6 +35,7 @@ from django.db.models import Field, Model, Q
 from django.utils.functional import LazyObject, empty
 
 from . import prepared, tsdb
+from .constants import MAX_ID, MAX_ID_DIGITS
 from .models import (
     LAST_USED_INTERVAL,
     ApiToken,
@@ -43,6 +44,7 @@ from .models import (
     OrganizationMember,
     Project,
 )
+from .sqllists import any_of
 from .tsdb.dialects import dialect
 
 __all__ = [
@@ -60,9 +62,6 @@ __all__ = [
 IdOrSlug = int | str
 # Longest slug a row can hold (both models use SlugField(max_length=50)).
 MAX_SLUG_LENGTH = 50
-# Both primary keys are BigAutoFields: larger ids match no row (and would
-# overflow the database's integer).
-MAX_ID = 2**63 - 1
 # The widest row a counts read selects (a StatsRangeQuery's).
 COUNT_COLUMNS = 4
 
@@ -71,11 +70,14 @@ def id_or_slug(value: object) -> IdOrSlug | None:
     """A path segment as an id (ASCII digits only) or a slug; None if no row can match.
 
     Rejected before the database: empty, too long, NUL characters and text
-    that cannot be encoded (PostgreSQL answers those with an error, a 500).
+    that cannot be encoded (PostgreSQL answers those with an error, a 500),
+    ids of more than :data:`MAX_ID_DIGITS` digits or past :data:`MAX_ID`.
     """
     if not isinstance(value, str) or "\x00" in value:
         return None
     if value.isascii() and value.isdigit():
+        if len(value) > MAX_ID_DIGITS:
+            return None
         number = int(value)
         # Ids start at 1; MariaDB's backend refuses to bind 0 for an AutoField.
         return number if 0 < number <= MAX_ID else None
@@ -417,7 +419,8 @@ def look_up(
         f"WITH {', '.join(ctes)} SELECT 0, {token_columns}, target.pid, target.ps, target.oid, "  # noqa: S608
         f"{environment_column}, {typed_nulls} FROM {source} LEFT JOIN target ON 1 = 1"
     )
-    projects, projects_params = "SELECT pid FROM target", []
+    projects = "SELECT pid FROM target"
+    projects_params: list[Any] = []
     if project is None:
         qn = connection.ops.quote_name
         pk_column = _column(Project, "pk", connection)
@@ -426,15 +429,15 @@ def look_up(
             f"WHERE {_column(Project, 'organization', connection)} IN (SELECT oid FROM target)"
         )
         if project_ids is not None:
-            wanted = [
-                _prep(Project, "pk", pk, connection) for pk in project_ids if 0 < pk <= MAX_ID
-            ]
-            projects += (
-                f" AND {pk_column} IN ({', '.join(['%s'] * len(wanted))})"
-                if wanted
-                else " AND 1 = 0"
-            )
-            projects_params = wanted
+            wanted = [pk for pk in project_ids if 0 < pk <= MAX_ID]
+            if wanted:
+                # One parameter however many ids: one statement text.
+                condition, projects_params = any_of(
+                    connection, pk_column, _field(Project, "pk"), wanted
+                )
+                projects += f" AND {condition}"
+            else:
+                projects += " AND 1 = 0"
         if list_projects and project_slugs:
             # The slug in the target's slug column (text on every vendor).
             sql += (

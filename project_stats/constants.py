@@ -36,6 +36,15 @@ DEFAULT_STAT = "received"
 ENVIRONMENT_STATS = frozenset({"generated"})
 # The longest environment name stored (Sentry's limit).
 MAX_ENVIRONMENT_LENGTH = 64
+# Primary keys are 64-bit (BigAutoField): the largest id, and its number of
+# digits, the most an id parameter may have (Python's int() refuses more than
+# 4,300 digits, and no longer number fits the column).
+MAX_ID = 2**63 - 1
+MAX_ID_DIGITS = len(str(MAX_ID))
+# The longest time parameter (since/until, start/end): an ISO 8601 time with
+# microseconds and an offset to the microsecond has 42 characters, epoch
+# seconds to the microsecond 20.
+MAX_TIME_LENGTH = 64
 
 
 def stat_code(stat: str | int) -> int:

@@ -6,13 +6,15 @@ from typing import Any
 
 import django_filters
 from django import forms
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
 from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from .constants import MAX_ID, MAX_ID_DIGITS
 from .models import Project
 from .serializers import InvalidQuery
+from .sqllists import AnyOf
 
 
 class MultipleValueField(forms.Field):
@@ -39,7 +41,8 @@ class MultipleValueFilter(django_filters.Filter):
     def filter(self, qs: QuerySet[Any], value: list[Any]) -> QuerySet[Any]:
         if not value:
             return qs
-        return qs.filter(**{f"{self.field_name}__in": value})
+        # One parameter however many values (see ``sqllists``).
+        return qs.filter(AnyOf(F(self.field_name), value))
 
 
 class ProjectFilter(django_filters.FilterSet):
@@ -56,11 +59,27 @@ class ProjectFilter(django_filters.FilterSet):
         return queryset.filter(Q(slug__icontains=value) | Q(name__icontains=value))
 
 
+class IdField(forms.IntegerField):
+    """A primary key: 1 to ``MAX_ID``, at most ``MAX_ID_DIGITS`` digits.
+
+    Longer text is invalid before ``int()`` reads it (Python refuses more than
+    4,300 digits with a ValueError).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(min_value=1, max_value=MAX_ID, **kwargs)
+
+    def to_python(self, value: Any) -> int | None:
+        if isinstance(value, str) and len(value.strip()) > MAX_ID_DIGITS:
+            raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
+        return super().to_python(value)
+
+
 class ProjectIdFilter(django_filters.FilterSet):
     """``projectID``: repeatable project primary keys (others are simply not matched)."""
 
     projectID = MultipleValueFilter(  # noqa: N815 - Sentry's parameter name
-        field_name="pk", item=forms.IntegerField(min_value=1, max_value=2**63 - 1)
+        field_name="pk", item=IdField()
     )
 
     class Meta:

@@ -20,7 +20,10 @@ from rest_framework.views import APIView
 
 from .serializers import InvalidQuery
 
+# Offsets of at most 18 digits: below 2**63, so LIMIT/OFFSET never overflow.
 _CURSOR_RE = re.compile(r"(\d{1,18}):(\d{1,18}):([01])")
+# Longer per_page text is refused before int() reads it (leading zeros allowed).
+_MAX_PER_PAGE_DIGITS = 10
 
 
 class CursorLinkPagination(BasePagination):
@@ -40,7 +43,11 @@ class CursorLinkPagination(BasePagination):
     def _per_page(self, value: str | None) -> int:
         if not value:
             return self.default_per_page
-        if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= self.max_per_page:
+        if (
+            not (value.isascii() and value.isdigit())
+            or len(value) > _MAX_PER_PAGE_DIGITS
+            or not 1 <= int(value) <= self.max_per_page
+        ):
             raise InvalidQuery(f"per_page must be an integer from 1 to {self.max_per_page}")
         return int(value)
 

@@ -85,6 +85,15 @@ def preparing(connection: BaseDatabaseWrapper) -> bool:
     return getattr(getattr(connection, "Database", None), "__name__", "") == "psycopg"
 
 
+def _bigint(value: Any, int8: type[int]) -> Any:
+    """``value`` with every int typed as bigint (psycopg's ``Int8``), in a list too."""
+    if type(value) is int:
+        return int8(value)
+    if type(value) is list:
+        return [int8(item) if type(item) is int else item for item in value]
+    return value
+
+
 def fetch_all(
     connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any]
 ) -> list[tuple[Any, ...]]:
@@ -106,8 +115,9 @@ def fetch_all(
         return _fetch_unprepared(connection, sql, params)
     # One parameter type per position whatever the value (psycopg sends small
     # ints as int2, larger ones as int4 or int8, and the type is part of the
-    # prepared statement's identity).
-    bound = [Int8(value) if type(value) is int else value for value in params]
+    # prepared statement's identity): an int as bigint, a list of ints (an
+    # id list, see ``sqllists``) as bigint[].
+    bound = [_bigint(value, Int8) for value in params]
     start = time.monotonic()
     try:
         if raw in _out_of_step and _outside_failed_transaction(raw):

@@ -20,7 +20,7 @@ from rest_framework.serializers import as_serializer_error
 
 from . import tsdb
 from .conf import project_stats_settings
-from .constants import DEFAULT_STAT, ENVIRONMENT_STATS, STAT_CODES
+from .constants import DEFAULT_STAT, ENVIRONMENT_STATS, MAX_TIME_LENGTH, STAT_CODES
 from .models import Organization, Project
 from .tsdb.rollups import earlier, format_resolution, parse_resolution, point_count, to_datetime
 
@@ -38,7 +38,8 @@ class InvalidQuery(ParseError):
 class TimestampField(serializers.Field):  # type: ignore[type-arg]
     """Seconds since the UNIX epoch as Python's ``float`` reads them, or ISO 8601.
 
-    Naive ISO 8601 datetimes are taken as UTC.
+    Naive ISO 8601 datetimes are taken as UTC. Text longer than
+    ``MAX_TIME_LENGTH`` characters is invalid.
     """
 
     default_error_messages = {
@@ -61,6 +62,8 @@ class TimestampField(serializers.Field):  # type: ignore[type-arg]
     def to_internal_value(self, data: Any) -> datetime:
         if isinstance(data, bool) or not isinstance(data, str | int | float):
             self._fail("invalid")
+        if isinstance(data, str) and len(data) > MAX_TIME_LENGTH:
+            self._fail("invalid")  # no time is written that long
         try:
             seconds = float(data)
         except (TypeError, ValueError):

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .constants import FILTER_STATS, STAT_CODES
+from .constants import FILTER_STATS, MAX_ID, MAX_ID_DIGITS, MAX_TIME_LENGTH, STAT_CODES
 from .tsdb.rollups import MICROS, align_up, parse_time, retention_start, to_datetime, to_micros
 
 FIELDS = ("sum(quantity)", "sum(times_seen)")
@@ -171,6 +171,8 @@ def parse_interval(text: str | None) -> int:
 
 def _time(name: str, text: str) -> int:
     try:
+        if len(text) > MAX_TIME_LENGTH:
+            raise ValueError(text)
         return to_micros(parse_time(text))
     except (ValueError, OverflowError):
         raise UsageError(
@@ -389,14 +391,21 @@ def _duration(seconds: int) -> str:
 
 
 def parse_projects(values: Iterable[str]) -> tuple[int, ...] | None:
-    """Distinct project ids, ascending; None for every project (none given, or ``-1``)."""
+    """Distinct project ids, ascending; None for every project (none given, or ``-1``).
+
+    :data:`INVALID_PROJECT` for a value that is not an integer, has more than
+    :data:`MAX_ID_DIGITS` digits or is outside the ids' 64-bit range.
+    """
     ids: set[int] = set()
     for value in values:
         text = value.strip()
         digits = text[1:] if text.startswith("-") else text
-        if not (digits.isascii() and digits.isdigit()):
+        if not (digits.isascii() and digits.isdigit()) or len(digits) > MAX_ID_DIGITS:
             raise UsageError(INVALID_PROJECT)
-        ids.add(int(text))
+        number = int(text)
+        if not -MAX_ID <= number <= MAX_ID:
+            raise UsageError(INVALID_PROJECT)
+        ids.add(number)
     if not ids or -1 in ids:
         return None
     return tuple(sorted(ids))

@@ -10,11 +10,19 @@ import psycopg
 from django.db import Error
 from django.db.utils import DatabaseErrorWrapper
 
+# Driver connections as an error leaves them: still open, or lost under a statement.
+OPEN = SimpleNamespace(closed=False, broken=False)
+BROKEN = SimpleNamespace(closed=True, broken=True)
 
-def as_django(cause: Exception) -> Error:
-    """``cause`` raised through Django's wrapper: its ``django.db`` class, ``__cause__`` set."""
+
+def as_django(cause: Exception, connection: object = None) -> Error:
+    """``cause`` raised through Django's wrapper: its ``django.db`` class, ``__cause__`` set.
+
+    ``connection`` is the driver connection the wrapper holds afterwards
+    (None: none could be had).
+    """
     driver = psycopg if type(cause).__module__.startswith("psycopg") else sqlite3
-    wrapper = SimpleNamespace(Database=driver, errors_occurred=False)
+    wrapper = SimpleNamespace(Database=driver, errors_occurred=False, connection=connection)
     try:
         with DatabaseErrorWrapper(wrapper):
             raise cause

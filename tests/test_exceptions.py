@@ -40,10 +40,16 @@ from project_stats.models import ApiToken, EventCount, Project
 from project_stats.serializers import InvalidQuery
 
 from .conftest import bearer
-from .db_errors import as_django, lost_connection, sqlite_locked
+from .db_errors import BROKEN, OPEN, as_django, lost_connection, sqlite_locked
 from .http import http_get
+from .tcp_proxy import TcpProxy
 
 UNAVAILABLE = {"detail": DATABASE_UNAVAILABLE}
+# psycopg's own messages (its errors without SQLSTATE).
+TOO_MANY_PARAMETERS = (
+    "sending query and params failed: number of parameters must be between 0 and 65535"
+)
+SERVER_CLOSED = "consuming input failed: server closed the connection unexpectedly"
 
 
 def stats_path(project: Project) -> str:
@@ -84,6 +90,11 @@ def no_such_table() -> Exception:
         (lambda tmp: as_django(pg.CannotConnectNow("the database system is starting up")), True),
         (lambda tmp: as_django(pg.TooManyConnections("sorry, too many clients already")), True),
         (lambda tmp: as_django(pg.ConnectionFailure("connection failure")), True),
+        # The driver's own errors (no SQLSTATE) on a connection lost under the statement.
+        (lambda tmp: as_django(psycopg.OperationalError(SERVER_CLOSED), BROKEN), True),
+        (lambda tmp: as_django(psycopg.OperationalError("the connection is closed"), BROKEN), True),
+        # The driver refusing a statement we built wrongly: the connection is fine.
+        (lambda tmp: as_django(psycopg.OperationalError(TOO_MANY_PARAMETERS), OPEN), False),
         # Everything else is a fault someone must look at.
         (lambda tmp: as_django(pg.QueryCanceled("canceling statement due to timeout")), False),
         (lambda tmp: as_django(pg.LockNotAvailable("could not obtain lock")), False),
@@ -210,6 +221,54 @@ def test_a_statement_timeout_is_a_500_that_reaches_error_reporting(
     error = assert_reported_500(response, reported, caplog)
     assert isinstance(error, OperationalError)
     assert isinstance(error.__cause__, pg.QueryCanceled)
+
+
+# More parameters than the driver binds: PostgreSQL's protocol carries 65,535,
+# SQLite's default build 32,766 (Debian's allows 250,000: lowered to that here).
+TOO_MANY = 70_000
+
+
+@pytest.fixture
+def sqlite_default_variables() -> Iterator[None]:
+    if connection.vendor != "sqlite":
+        yield
+        return
+    connection.ensure_connection()
+    raw = connection.connection
+    before = raw.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 32_766)
+    yield
+    raw.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, before)
+
+
+@pytest.mark.django_db
+def test_a_statement_with_too_many_parameters_is_a_500_that_reaches_error_reporting(
+    client: Client,
+    project: Project,
+    member_token: ApiToken,
+    reported: list[BaseException],
+    caplog: pytest.LogCaptureFixture,
+    sqlite_default_variables: None,
+) -> None:
+    """Our bug, not an unavailable database: no 503, no Retry-After, a traceback."""
+    marks = ", ".join(["%s"] * TOO_MANY)
+
+    def too_many_parameters(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+        # The request's first statement, built as a list of 70,000 ids once was.
+        return execute(f"SELECT 1 WHERE 1 IN ({marks})", list(range(TOO_MANY)), many, context)
+
+    client.raise_request_exception = False
+    with connection.execute_wrapper(too_many_parameters):
+        response = client.get(stats_path(project), **bearer(member_token))
+    error = assert_reported_500(response, reported, caplog)
+    assert not response.has_header("Retry-After")
+    assert isinstance(error, OperationalError)
+    assert not is_unavailable(error)
+    if connection.vendor == "postgresql":
+        assert isinstance(error.__cause__, psycopg.OperationalError)
+        assert error.__cause__.sqlstate is None  # the driver's own, as a lost connection's
+        assert "65535" in str(error)
+    # The connection was fine all along: the next request is answered.
+    assert client.get(stats_path(project), **bearer(member_token)).status_code == 200
 
 
 # The site's own exception handler.
@@ -405,6 +464,35 @@ def test_a_persistent_connection_terminated_between_requests_fails_once_then_rec
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
+def test_a_connection_lost_without_an_sqlstate_answers_503_then_reconnects(
+    client: Client, project: Project, member_token: ApiToken
+) -> None:
+    """The reply never comes (the network cut under the statement): psycopg's
+    own error, no SQLSTATE, the connection broken. Still a 503."""
+    settings = connection.settings_dict
+    proxy = TcpProxy(settings["HOST"] or "127.0.0.1", int(settings["PORT"] or 5432)).start()
+    saved = settings["HOST"], settings["PORT"]
+    connection.close()
+    settings["HOST"], settings["PORT"] = "127.0.0.1", proxy.port
+    try:
+        path = stats_path(project)
+        assert client.get(path, **bearer(member_token)).status_code == 200
+        proxy.drop_next_reply()
+        response = client.get(path, **bearer(member_token))
+        assert_503(response.status_code, response, response.content)
+        assert proxy.dropped == 1
+        assert connection.connection is not None and connection.connection.broken
+        # What Django's request_finished does (the test client leaves it out).
+        connection.close_if_unusable_or_obsolete()
+        assert client.get(path, **bearer(member_token)).status_code == 200
+    finally:
+        connection.close()
+        settings["HOST"], settings["PORT"] = saved
+        proxy.stop()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
 def test_requests_wait_for_a_lock_instead_of_failing(
     live_server: Any, project: Project, member_token: ApiToken
 ) -> None:
@@ -417,3 +505,35 @@ def test_requests_wait_for_a_lock_instead_of_failing(
             time.sleep(0.5)
             assert not pending.done()
         assert pending.result(timeout=30).status == 200
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "project-stats",
+        "organization-projects",
+        "organization-stats",
+        "organization-stats-v2",
+        "organization-stats-summary",
+    ],
+)
+@pytest.mark.parametrize("authenticated", [True, False])
+def test_more_query_parameters_than_django_parses_answer_a_json_400(
+    client: Client,
+    project: Project,
+    member_token: ApiToken,
+    name: str,
+    authenticated: bool,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    args = [project.organization.slug]
+    if name == "project-stats":
+        args.append(project.slug)
+    query = "&".join(["project=1"] * 1001)  # DATA_UPLOAD_MAX_NUMBER_FIELDS is 1,000
+    auth = bearer(member_token) if authenticated else {}
+    with caplog.at_level(logging.ERROR, logger="django.security"):
+        response = client.get(f"{reverse(f'project_stats:{name}', args=args)}?{query}", **auth)
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/json"
+    assert "DATA_UPLOAD_MAX_NUMBER_FIELDS" in response.json()["detail"]
+    assert any(r.name == "django.security.TooManyFieldsSent" for r in caplog.records)

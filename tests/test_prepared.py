@@ -156,6 +156,58 @@ def test_the_buffered_reads_database_half_is_prepared(
     assert any("UNION ALL" in text for text in texts)  # read_cells with its batch ids
 
 
+def parameter_types(text: str) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT parameter_types::text FROM pg_prepared_statements WHERE statement = %s",
+            [text],
+        )
+        ((types,),) = cursor.fetchall()
+    return str(types)
+
+
+@pytest.mark.postgres
+def test_id_lists_are_one_array_parameter_whatever_their_length(
+    project: Project, new_statements: Any
+) -> None:
+    """One statement text, so one prepared statement, for any number of ids:
+    psycopg would otherwise prepare one per length (about 0.8 MB of backend
+    memory each), and past 65,535 parameters the driver refuses the statement."""
+    start = int(timezone.now().timestamp()) // 3600 * 3600 - 7200
+    tsdb.incr(project, "received", count=4, timestamp=start)
+    for count in (1, 2, 3, 70_000):
+        # Small ids and large ones: psycopg would type them int2, int4, int8.
+        ids = [project.pk, *range(2**40, 2**40 + count - 1)]
+        batches = [f"batch-{i}" for i in range(count)]
+        cells, applied = database.read_cells(ids, [0, 1], "", 3600, start, start, batches)
+        assert cells == {(project.pk, 0, start): 4}
+        assert applied == set()
+    (text,) = new_statements()
+    assert text.count("ANY(") == 3 and "$7" in text and "$8" not in text
+    # Each list typed as its column's values are, whatever the values: the
+    # ids bigint[] (plain ints of any size), the stats smallint[] (Django
+    # types them as the field's), the batch ids as their column.
+    assert parameter_types(text) == (
+        '{bigint[],smallint[],integer,text,"timestamp with time zone",'
+        '"timestamp with time zone","character varying[]"}'
+    )
+
+
+@pytest.mark.postgres
+def test_the_access_statement_takes_any_number_of_project_ids(
+    client: Client, project: Project, auth: dict[str, str], new_statements: Any
+) -> None:
+    others = [ProjectFactory(organization=project.organization) for _ in range(3)]
+    path = organization_stats_path(project.organization)
+    for chosen in ([project], [project, *others], others[:2]):
+        query = "&".join(f"projectID={p.pk}" for p in chosen)
+        response = client.get(f"{path}?{query}", **auth)
+        assert response.status_code == 200, response.content
+    (text,) = new_statements()
+    assert text.startswith(ACCESS) and "= ANY(CAST($" in text
+    assert "bigint[]" in parameter_types(text)
+
+
 @pytest.mark.postgres
 def test_the_setting_turns_preparation_off(
     client: Client, project: Project, auth: dict[str, str], settings: Any, new_statements: Any

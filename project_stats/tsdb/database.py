@@ -15,10 +15,11 @@ from typing import Any, cast
 
 from django.db import DataError, OperationalError, connections, router, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import Field, Model, QuerySet, Sum
+from django.db.models import F, Field, Model, Q, QuerySet, Sum
 
 from .. import prepared
 from ..models import AppliedBatch, EventCount, Project
+from ..sqllists import AnyOf, any_of
 from .dialects import SUPPORTED_VENDORS, Row, dialect, overflow_as_data_error
 from .rollups import epoch_to_datetime
 
@@ -162,9 +163,13 @@ def read_buckets(
     return {int(epoch_value): count for epoch_value, count in rows}
 
 
+def _field(name: str) -> Field[Any, Any]:
+    return cast("Field[Any, Any]", EventCount._meta.get_field(name))
+
+
 def _cells_where(
     connection: BaseDatabaseWrapper,
-    projects: str,
+    projects: str | Sequence[int],
     projects_params: Sequence[Any],
     *,
     stats: Sequence[int],
@@ -175,28 +180,36 @@ def _cells_where(
     single: bool,
 ) -> tuple[Callable[[str], str], str, list[Any]]:
     """The column namer, ``WHERE`` condition and parameters of a read of stored
-    buckets (table alias ``c``); values bound through the model's fields."""
+    buckets (table alias ``c``); values bound through the model's fields.
+
+    ``projects`` is SQL selecting the project ids (with ``projects_params``)
+    or the ids themselves, bound as one parameter (see ``sqllists``), as are
+    several ``stats``.
+    """
     qn = connection.ops.quote_name
-    meta = EventCount._meta
 
     def col(name: str) -> str:
         return f"c.{qn(_column(name))}"
 
     def prep(name: str, value: Any) -> Any:
-        return cast("Field[Any, Any]", meta.get_field(name)).get_db_prep_value(value, connection)
+        return _field(name).get_db_prep_value(value, connection)
 
-    # The projects as the scalar subquery of a single project: the planner
-    # then probes the unique index with that id whatever the table's statistics
-    # (a generic plan may otherwise join ``IN (subquery)`` by scanning the
-    # (rollup, timestamp) index across every project).
-    in_projects = (
-        f"{col('project')} = ({projects})" if single else f"{col('project')} IN ({projects})"
-    )
-    in_stats = (
-        f"{col('stat')} = %s"
-        if len(stats) == 1
-        else f"{col('stat')} IN ({', '.join(['%s'] * len(stats)) or 'NULL'})"
-    )
+    if not isinstance(projects, str):
+        in_projects, projects_params = any_of(
+            connection, col("project"), _field("project"), projects
+        )
+    elif single:
+        # The projects as the scalar subquery of a single project: the planner
+        # then probes the unique index with that id whatever the table's
+        # statistics (a generic plan may otherwise join ``IN (subquery)`` by
+        # scanning the (rollup, timestamp) index across every project).
+        in_projects = f"{col('project')} = ({projects})"
+    else:
+        in_projects = f"{col('project')} IN ({projects})"
+    if len(stats) == 1:
+        in_stats, stats_params = f"{col('stat')} = %s", [prep("stat", stats[0])]
+    else:
+        in_stats, stats_params = any_of(connection, col("stat"), _field("stat"), stats)
     where = (
         f"{in_projects} AND {in_stats} AND {col('rollup')} = %s "
         f"AND {col('environment')} = %s "
@@ -204,7 +217,7 @@ def _cells_where(
     )
     params = [
         *projects_params,
-        *(prep("stat", stat) for stat in stats),
+        *stats_params,
         prep("rollup", rollup),
         prep("environment", environment),
         prep("timestamp", epoch_to_datetime(first)),
@@ -264,7 +277,7 @@ def series_sql(
 
 def stats_sql(
     connection: BaseDatabaseWrapper,
-    projects: str,
+    projects: str | Sequence[int],
     projects_params: Sequence[Any],
     *,
     stats: Sequence[int],
@@ -275,7 +288,8 @@ def stats_sql(
 ) -> tuple[str, list[Any]]:
     """:func:`series_sql` for several stats at once, unsummed.
 
-    Rows are ``(project_id, bucket_start_epoch, count, stat)``.
+    Rows are ``(project_id, bucket_start_epoch, count, stat)``. ``projects``
+    may also be the project ids themselves (``projects_params`` then unused).
     """
     col, where, params = _cells_where(
         connection,
@@ -340,9 +354,14 @@ def read_buckets_summed(
     last: int,
 ) -> dict[int, int]:
     """Counts of many projects' series summed per bucket, in the database."""
+    projects = (
+        Q(project_id__in=project_ids)
+        if isinstance(project_ids, QuerySet)
+        else AnyOf(F("project_id"), project_ids)
+    )
     rows = (
         _buckets(stat, environment, rollup, first, last)
-        .filter(project_id__in=project_ids)
+        .filter(projects)
         .values("timestamp")
         .annotate(total=Sum("count"))
         .values_list("timestamp", "total")
@@ -357,7 +376,7 @@ def read_buckets_by_project(
     """Counts of many projects' series, keyed by ``(project_id, bucket_start)``."""
     rows = (
         _buckets(stat, environment, rollup, first, last)
-        .filter(project_id__in=project_ids)
+        .filter(AnyOf(F("project_id"), project_ids))
         .values_list("project_id", "timestamp", "count")
     )
     return {(pk, int(timestamp.timestamp())): count for pk, timestamp, count in rows}
@@ -391,7 +410,7 @@ def delete_projects(project_ids: Sequence[int]) -> int:
     """Delete all rows of these projects; returns how many were deleted."""
     if not project_ids:
         return 0
-    deleted, _ = EventCount.objects.filter(project_id__in=project_ids).delete()
+    deleted, _ = EventCount.objects.filter(AnyOf(F("project_id"), project_ids)).delete()
     return deleted
 
 
@@ -423,11 +442,19 @@ def delete_projects(project_ids: Sequence[int]) -> int:
 # is a single statement, so it needs neither.
 
 
-def _in(column: str, values: Sequence[int] | None, params: list[Any]) -> str:
+def _in(
+    connection: BaseDatabaseWrapper,
+    column: str,
+    field: str,
+    values: Sequence[int] | None,
+    params: list[Any],
+) -> str:
+    """`` AND column is one of values`` (one parameter, see ``sqllists``); None: no condition."""
     if values is None:
         return ""
-    params.extend(values)
-    return f" AND {column} IN ({', '.join(['%s'] * len(values))})" if values else " AND false"
+    condition, value_params = any_of(connection, column, _field(field), values)
+    params.extend(value_params)
+    return f" AND {condition}"
 
 
 def _comparison(
@@ -457,11 +484,11 @@ def _comparison(
     total = speaker.sum_bigint(f"s.{col['count']}")
 
     params: list[Any] = [source, lo, hi]
-    src_filters = _in(f"s.{col['project']}", project_ids, params)
-    src_filters += _in(f"s.{col['stat']}", stat_codes, params)
+    src_filters = _in(connection, f"s.{col['project']}", "project", project_ids, params)
+    src_filters += _in(connection, f"s.{col['stat']}", "stat", stat_codes, params)
     params += [target, lo, hi]
-    tgt_filters = _in(f"t.{col['project']}", project_ids, params)
-    tgt_filters += _in(f"t.{col['stat']}", stat_codes, params)
+    tgt_filters = _in(connection, f"t.{col['project']}", "project", project_ids, params)
+    tgt_filters += _in(connection, f"t.{col['stat']}", "stat", stat_codes, params)
 
     key = "tgt.p = src.p AND tgt.st = src.st AND tgt.e = src.e AND tgt.b = src.b"
     orphans = (
@@ -605,7 +632,7 @@ def apply_batches(
                     applied.add(batch_id)
         # A project deleted meanwhile would fail the foreign key at every retry.
         wanted = {row[0] for batch_id in applied for row in batches[batch_id]}
-        projects = Project.objects.using(connection.alias).filter(pk__in=wanted)
+        projects = Project.objects.using(connection.alias).filter(AnyOf(F("pk"), wanted))
         alive = set(projects.values_list("pk", flat=True))
         totals: dict[tuple[int, int, str, int, int], int] = {}
         for batch_id in applied:
@@ -646,8 +673,8 @@ def _apply_clamped(connection: BaseDatabaseWrapper, batch_id: str, rows: Sequenc
         for p, s, e, r, t, c in EventCount.objects.using(connection.alias)
         .select_for_update()
         .filter(
-            project_id__in={key[0] for key in keys},
-            timestamp__in={key[4] for key in keys},
+            AnyOf(F("project_id"), {key[0] for key in keys}),
+            AnyOf(F("timestamp"), {key[4] for key in keys}),
         )
         .values_list("project_id", "stat", "environment", "rollup", "timestamp", "count")
         if (p, s, e, r, t) in keys
@@ -689,11 +716,13 @@ def read_cells(
     connection = connections[router.db_for_read(EventCount)]
     qn = connection.ops.quote_name
     if not project_ids:
-        project_ids = [0]  # matches nothing; keeps the statement valid
+        project_ids = [0]  # matches nothing (an empty list would bind untyped)
+    # Every list is one parameter: one statement text (one prepared
+    # statement) for any number of projects, stats and batches.
     cells_sql, params = stats_sql(
         connection,
-        ", ".join(["%s"] * len(project_ids)),
-        list(project_ids),
+        project_ids,
+        (),
         stats=stats,
         environment=environment,
         rollup=rollup,
@@ -703,12 +732,15 @@ def read_cells(
     # A fifth column, NULL here, carries the applied batch ids below.
     sql = f"SELECT q.project_id, q.stat, q.bucket, q.n, NULL FROM ({cells_sql}) q"  # noqa: S608
     if batch_ids:
-        sql += (
-            f" UNION ALL SELECT NULL, NULL, NULL, NULL, {qn('batch_id')} "  # noqa: S608
-            f"FROM {qn(AppliedBatch._meta.db_table)} "
-            f"WHERE {qn('batch_id')} IN ({', '.join(['%s'] * len(batch_ids))})"
+        batch_field = cast("Field[Any, Any]", AppliedBatch._meta.get_field("batch_id"))
+        applied_sql, applied_params = any_of(
+            connection, qn(batch_field.column), batch_field, batch_ids
         )
-        params += list(batch_ids)
+        sql += (
+            f" UNION ALL SELECT NULL, NULL, NULL, NULL, {qn(batch_field.column)} "  # noqa: S608
+            f"FROM {qn(AppliedBatch._meta.db_table)} WHERE {applied_sql}"
+        )
+        params += applied_params
     cells: dict[tuple[int, int, int], int] = {}
     applied: set[str] = set()
     rows = prepared.fetch_all(connection, sql, params)
@@ -735,7 +767,7 @@ def project_ids(projects: QuerySet[Any]) -> list[int]:
 def prune_applied_batches(before: int, pending: set[str], dry_run: bool = False) -> int:
     """Delete (or count) applied batch ids older than epoch ``before``, except ``pending``."""
     old = AppliedBatch.objects.filter(applied_at__lt=epoch_to_datetime(before)).exclude(
-        batch_id__in=pending
+        AnyOf(F("batch_id"), pending)
     )
     if dry_run:
         return old.count()
