@@ -21,9 +21,12 @@ backend memory each).
 - SQLite: ``column IN (SELECT value FROM json_each(%s))``, the list bound as
   one JSON array (SQLite's JSON functions, which the token's ``JSONField``
   needs too).
-- MariaDB 10.6+ (and MySQL 8): ``column IN (SELECT v FROM JSON_TABLE(%s,
-  '$[*]' COLUMNS (v BIGINT PATH '$')) AS j)``, one JSON array too, its
-  values typed as the column's (``BIGINT`` for any integer).
+- MariaDB (and MySQL): a plain ``column IN (%s, %s, ...)``. mysqlclient
+  interpolates parameters into the text on the client: no parameter limit,
+  no prepared statement per length. ``IN (SELECT v FROM JSON_TABLE(%s, ...))``
+  was measured instead (3M rows, one hour of 10 s buckets of 3 projects): the
+  planner probes the unique key by project only and reads every bucket of
+  each, 40 ms against 1.2 ms for 3 ids, 39 ms against 10 ms for 1,000 ids.
 
 Values are bound through the field's ``get_db_prep_value``, as Django binds
 them; integers outside 64 bits are left out (no row can hold them). One text
@@ -96,11 +99,9 @@ def any_of(
     if connection.vendor == "postgresql":
         return f"{column} = ANY(CAST(%s AS {array_type(field, connection)}))", [prepped]
     if connection.vendor == "mysql":
-        kind = "BIGINT" if _is_integer(field) else _target(field).db_type(connection)
-        return (
-            f"{column} IN (SELECT j.v FROM JSON_TABLE(%s, '$[*]' "  # noqa: S608
-            f"COLUMNS (v {kind} PATH '$')) AS j)"
-        ), [json.dumps(prepped)]
+        if not prepped:
+            return "1 = 0", []
+        return f"{column} IN ({', '.join(['%s'] * len(prepped))})", prepped
     # The JSON array's values arrive as SQLite values: integers, reals, text.
     return f"{column} IN (SELECT value FROM json_each(%s))", [json.dumps(prepped)]  # noqa: S608
 
