@@ -61,6 +61,7 @@ _INTEGER_FIELDS = frozenset(
         "PositiveSmallIntegerField",
     }
 )
+_AUTO_FIELDS = frozenset({"AutoField", "BigAutoField", "SmallAutoField"})
 _MIN_BIGINT, _MAX_BIGINT = -(2**63), 2**63 - 1
 
 
@@ -89,6 +90,9 @@ def any_of(
 
     An empty list matches no row.
     """
+    if connection.vendor == "mysql" and _target(field).get_internal_type() in _AUTO_FIELDS:
+        # No row has id 0, and MariaDB's backend refuses to bind it.
+        values = [value for value in values if value != 0]
     prepped = [field.get_db_prep_value(value, connection) for value in values]
     if _is_integer(field):
         prepped = [
