@@ -265,12 +265,12 @@ def series_sql(
         total = dialect(connection).sum_bigint(col("count"))
         sql = (
             f"SELECT {bigint('NULL')} AS project_id, {epoch} AS bucket, {total} AS n "  # noqa: S608
-            f"FROM {table} c WHERE {where} GROUP BY {epoch}"
+            f"FROM {table} c{_bucket_hint(connection)} WHERE {where} GROUP BY {epoch}"
         )
     else:
         sql = (
             f"SELECT {col('project')} AS project_id, {epoch} AS bucket, "  # noqa: S608
-            f"{col('count')} AS n FROM {table} c WHERE {where}"
+            f"{col('count')} AS n FROM {table} c{_bucket_hint(connection)} WHERE {where}"
         )
     return sql, params
 
@@ -306,12 +306,20 @@ def stats_sql(
     epoch = dialect(connection).epoch(col("timestamp"))
     sql = (
         f"SELECT {col('project')} AS project_id, {epoch} AS bucket, {col('count')} AS n, "  # noqa: S608
-        f"{col('stat')} AS stat FROM {table} c WHERE {where}"
+        f"{col('stat')} AS stat FROM {table} c{_bucket_hint(connection)} WHERE {where}"
     )
     return sql, params
 
 
 ENVIRONMENT_INDEX = "project_stats_ec_project_env"
+BUCKET_INDEX = "project_stats_eventcount_bucket_uniq"
+
+
+def _bucket_hint(connection: BaseDatabaseWrapper) -> str:
+    # On MariaDB the (project, environment) index, which holds every row there,
+    # can look as good as the bucket key to stale statistics (after a bulk
+    # load: 10,000 rows read instead of 24, 8 ms instead of 0.8).
+    return dialect(connection).force_index(BUCKET_INDEX)
 
 
 def environment_sql(
