@@ -1,5 +1,5 @@
 # Appended to mysite/settings.py: the Redis write buffer
-# (pip install 'django-project-stats[redis]').
+# (pip install '/path/to/django-project-stats[redis]', from a checkout).
 import os
 
 PROJECT_STATS["BUFFER"] = {
