@@ -5,7 +5,8 @@ a site made by ``django startproject``, counts recorded by its view and by the
 Python examples, a token, the counts read over real HTTP; then the Redis write
 buffer turned on (a redis-server of its own on a free port), counts read
 before and after a flush. On SQLite, and on PostgreSQL with ``--postgres URL``
-(a database ``<name>_tutorial`` on that server, created and dropped here).
+(a database ``<name>_tutorial`` on that server, created and dropped here);
+then the README's quickstart as written, in another new site.
 
 Run with the development venv's Python (it has ``build``): ``.venv/bin/python
 .ci/wheel_test.py [--python INTERPRETER] [--postgres URL]``, the fresh venv's
@@ -366,6 +367,8 @@ def follow_tutorial(work: Path, wheel: Path, interpreter: str, database_url: str
         redis.terminate()
         redis.wait(timeout=30)
     follow_schema_step(site)
+    if database_url is None:
+        follow_readme_quickstart(site)
 
 
 def get_page(url: str) -> tuple[int, str]:
@@ -395,6 +398,50 @@ def follow_schema_step(site: Site) -> None:
             if remote or "drf_spectacular_sidecar/" not in html:
                 raise Failure(f"/api/0/schema/{page}/ loads from elsewhere: {remote}")
             print(f"   GET /api/0/schema/{page}/: 200, its assets from the site")
+    except Failure as failure:
+        raise Failure(f"{failure}{server.tail()}") from None
+    finally:
+        server.stop()
+
+
+def readme_quickstart() -> list[tuple[str, str]]:
+    """The (language, code) blocks of the README's "Quickstart" section."""
+    text = (ROOT / "README.md").read_text()
+    if "## Quickstart" not in text:
+        raise Failure("README.md has no '## Quickstart'")
+    section = re.split(r"^## ", text.split("## Quickstart", 1)[1], flags=re.M)[0]
+    return re.findall(r"```(\w+)\n(.*?)```", section, re.S)
+
+
+def follow_readme_quickstart(site: Site) -> None:
+    """The README's quickstart as written, in another new site of the same venv."""
+    step("the README's quickstart, in a new site")
+    site.site = site.work / "quickstart"
+    site.site.mkdir()
+    run(site.python, "-m", "django", "startproject", "mysite", site.site, env=site.env)
+    blocks = readme_quickstart()
+    languages = [language for language, _ in blocks]
+    if languages != ["bash", "python", "python", "bash"]:
+        raise Failure(f"README quickstart: expected bash, python, python, bash blocks: {languages}")
+    (_, install), (_, files), (_, shell), (_, read) = blocks
+    if not re.search(r"^pip install /path/to/django-project-stats\b", install, re.M):
+        raise Failure(f"README quickstart: not an install from a checkout: {install!r}")
+    for name, code in re.findall(r"^# (\w+\.py)\n(.*?)(?=^# \w+\.py\n|\Z)", files, re.M | re.S):
+        append(site.site / "mysite" / name, code, "The README's quickstart")
+    if not shell.startswith("# python manage.py migrate, then in python manage.py shell:"):
+        raise Failure(f"README quickstart: the shell block does not say how to run it: {shell!r}")
+    site.manage("migrate", "--noinput")
+    site.manage("shell", "-c", shell)
+    token_command, curl = [line for line in read.splitlines() if not line.startswith("#")]
+    if token_command.split("#")[0].split() != ["python", "manage.py", "project_stats_token", USER]:
+        raise Failure(f"README quickstart: {token_command!r}")
+    site.token = site.manage("project_stats_token", USER).strip().splitlines()[-1]
+    path = re.search(r"http://127\.0\.0\.1:8000(/\S+)", curl)
+    if not path or path.group(1) != f"/api/0/projects/{ORGANIZATION}/{PROJECT}/stats/":
+        raise Failure(f"README quickstart: the curl reads another path: {curl!r}")
+    server = Server(site)
+    try:
+        server.received(1)
     except Failure as failure:
         raise Failure(f"{failure}{server.tail()}") from None
     finally:
