@@ -227,7 +227,7 @@ class Site:
             shutil.copy(tutorial_file(script), self.site / script)
         step("python manage.py migrate; python manage.py shell < create_organization.py")
         self.manage("migrate", "--noinput")
-        print("   " + self.shell("create_organization.py").strip())
+        print("   " + self.shell("create_organization.py").strip().splitlines()[-1])
 
     def inspect(self) -> int:
         """Checks where the package came from; returns the hourly received counts stored."""
