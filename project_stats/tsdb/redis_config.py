@@ -33,10 +33,10 @@ logger = logging.getLogger("project_stats.flush")
 
 SAFE_POLICY = "noeviction"
 
-# The README's "Redis configuration" paragraph, and the hint of every message.
+# The docs' "Redis configuration" (docs/howto/redis.md), and the hint of every message.
 ACL_HINT = (
     "ACL SETUSER <user> +info (INFO is in @dangerous); the least-privilege user is in the "
-    "README, 'Redis configuration'"
+    "docs, docs/howto/redis.md#redis-configuration"
 )
 
 # A write probes again this long after its last probe, so a CONFIG SET is noticed.
@@ -158,7 +158,8 @@ def _at(servers: list[ServerConfig]) -> str:
     return f"Redis at {nodes}" if len(servers) == 1 else f"the Redis primaries at {nodes}"
 
 
-# What each family of policies takes from the buffer (the README's durability table).
+# What each family of policies takes from the buffer (the durability table of
+# docs/explanation/write-buffer.md).
 def _loses(policy: str) -> str:
     if policy.startswith("volatile-"):
         return (
