@@ -235,11 +235,11 @@ def test_a_writer_whose_clock_runs_ahead_hides_no_other_writer_s_buckets(
     short: dict[str, Any], project: Project, monkeypatch: pytest.MonkeyPatch, ahead: int
 ) -> None:
     second = int(datetime.now(UTC).timestamp()) // 10 * 10
-    real = buffer_module._now_ms
+    real = buffer_module.client._now_ms
     # An hour of writes, each when its bucket was current (the writers' clocks right).
     for i in range(360):
         at = second - 10 * i
-        monkeypatch.setattr(buffer_module, "_now_ms", lambda at=at: at * 1000 + 500)
+        monkeypatch.setattr(buffer_module.client, "_now_ms", lambda at=at: at * 1000 + 500)
         tsdb.incr(project, "received", timestamp=at)
     monkeypatch.undo()
 
@@ -249,7 +249,7 @@ def test_a_writer_whose_clock_runs_ahead_hides_no_other_writer_s_buckets(
 
     assert hour_of_buckets() == 360
     # Another app server, its clock `ahead` seconds fast, writes an event of its "now".
-    monkeypatch.setattr(buffer_module, "_now_ms", lambda: real() + ahead * 1000)
+    monkeypatch.setattr(buffer_module.client, "_now_ms", lambda: real() + ahead * 1000)
     tsdb.incr(project, "received", timestamp=second + ahead)
     monkeypatch.undo()
     assert hour_of_buckets() == 360
