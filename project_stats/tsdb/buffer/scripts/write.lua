@@ -102,22 +102,36 @@ while position <= length do
   buckets[bucket] = true
   position = stop + 1
 end
+-- The indexes once per rollup, however many buckets the call touched (the
+-- work grows with the keys written, not with the spread of the events):
+-- one ZADD of every bucket (in slices: Lua's unpack has a small stack), then
+-- the expired ones trimmed and the index's expiry renewed.
+local function zadd(key, members)
+  for i = 1, #members, 1000 do
+    redis.call('ZADD', key, unpack(members, i, math.min(i + 999, #members)))
+  end
+end
 local indexed = {}
 for bucket in pairs(buckets) do
   local rollup, epoch = string.match(bucket, '^(%d+):([^:]+):')
-  local ttl = ttls[rollup]
-  redis.call('PEXPIRE', short_prefix .. bucket, ttl)
-  indexed[rollup .. ':' .. epoch] = true
+  redis.call('PEXPIRE', short_prefix .. bucket, ttls[rollup])
+  indexed[rollup] = indexed[rollup] or {}
+  indexed[rollup][epoch] = true
 end
-for entry in pairs(indexed) do
-  local rollup, epoch = string.match(entry, '^(%d+):(.*)$')
-  local ttl = ttls[rollup]
-  local index = short_prefix .. rollup
-  redis.call('ZADD', index, tonumber(now) + ttl, epoch)
+for rollup, epochs in pairs(indexed) do
+  local ttl, index, members = ttls[rollup], short_prefix .. rollup, {}
+  for epoch in pairs(epochs) do
+    members[#members + 1] = tonumber(now) + ttl
+    members[#members + 1] = epoch
+  end
+  zadd(index, members)
   redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
   redis.call('PEXPIRE', index, ttl)
 end
+local members = {}
 for entry in string.gmatch(ARGV[5], '[^;]+') do
-  redis.call('ZADD', live .. ':b', string.match(entry, ':(.*)'), entry)
+  members[#members + 1] = string.match(entry, ':(.*)')
+  members[#members + 1] = entry
 end
+zadd(live .. ':b', members)
 return id or ''
