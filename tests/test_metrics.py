@@ -386,7 +386,7 @@ def hold_lease(config: dict[str, Any], project: Project, *, held: bool) -> None:
     """Hold (or give back) the lease of ``project``'s shard, as another flusher would."""
     import redis
 
-    key = f"{buffer_module._tag(config, buffer_module._shard(config, project.pk))}:lease"
+    key = f"{buffer_module.keys._tag(config, buffer_module.keys._shard(config, project.pk))}:lease"
     client = redis.Redis.from_url(config["URL"])
     try:
         if held:
