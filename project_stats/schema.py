@@ -572,7 +572,7 @@ project_stats_schema = extend_schema(
 )
 
 
-class RedocView(SpectacularRedocView):  # type: ignore[misc]
+class RedocView(SpectacularRedocView):
     """drf-spectacular's ReDoc page with nothing fetched from the network.
 
     Its template links web fonts from a font CDN; ours is the same page
