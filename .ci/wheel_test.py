@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -291,6 +292,57 @@ class Server:
             raise Failure(f"expected {expected} events in the 24 points, got {total}: {body}")
         print(f"   GET {url}: 200, 24 points, {total} events")
 
+    def admin_chart(self, expected: int) -> None:
+        """The tutorial's admin step: a superuser logs in and the project's change
+        page draws its last 24 hours, ``expected`` received events in all."""
+        password = secrets.token_urlsafe(16)
+        env = {**self.site.env, "DJANGO_SUPERUSER_PASSWORD": password}
+        run(
+            self.site.python,
+            "manage.py",
+            "createsuperuser",
+            "--noinput",
+            "--username",
+            "admin",
+            "--email",
+            "admin@example.com",
+            cwd=self.site.site,
+            env=env,
+        )
+        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+        login = f"{self.base}/admin/login/"
+        with browser.open(login, timeout=30) as response:
+            form = response.read().decode()
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form)
+        if token is None:
+            raise Failure("the admin's login page has no CSRF token")
+        fields = {"csrfmiddlewaretoken": token.group(1), "username": "admin"}
+        fields["password"] = password
+        data = urllib.parse.urlencode({**fields, "next": "/admin/"}).encode()
+        request = urllib.request.Request(login, data=data, headers={"Referer": login})  # noqa: S310
+        with browser.open(request, timeout=30) as response:
+            if "/admin/login/" in response.url:
+                raise Failure("could not log in to the admin")
+        pk = (
+            self.site.manage(
+                "shell",
+                "-c",
+                f"from project_stats.models import Project; "
+                f"print(Project.objects.get(slug={PROJECT!r}).pk)",
+            )
+            .strip()
+            .splitlines()[-1]
+        )
+        page = f"{self.base}/admin/project_stats/project/{pk}/change/"
+        with browser.open(page, timeout=30) as response:
+            html = response.read().decode()
+        total = re.search(r'<strong class="project-stats-total">([^<]*)</strong>', html)
+        if 'class="project-stats-chart"' not in html or total is None:
+            raise Failure(f"{page} draws no chart")
+        if total.group(1).strip() != str(expected):
+            raise Failure(f"the chart's total is {total.group(1)!r}, expected {expected}")
+        print(f"   GET {page}: the chart, {expected} received events")
+
 
 def redis_server(work: Path) -> tuple[subprocess.Popen[bytes], str]:
     """A redis-server of this test's own (the tutorial's buffer must not touch another's)."""
@@ -335,6 +387,8 @@ def follow_tutorial(work: Path, wheel: Path, interpreter: str, database_url: str
         status, body = get(f"{server.base}/api/0/projects/{ORGANIZATION}/{PROJECT}/stats/", None)
         if status != 401 or not isinstance(body, dict) or "detail" not in body:
             raise Failure(f"without a token: expected 401 with a detail, got {status}: {body}")
+        step("the admin: createsuperuser, log in, the project's chart")
+        server.admin_chart(6)
     except Failure as failure:
         raise Failure(f"{failure}{server.tail()}") from None
     finally:
@@ -344,7 +398,7 @@ def follow_tutorial(work: Path, wheel: Path, interpreter: str, database_url: str
     redis, redis_url = redis_server(work)
     try:
         site.install("redis")
-        append(site.site / "mysite" / "settings.py", tutorial_file("settings_buffer.py"), "Step 9")
+        append(site.site / "mysite" / "settings.py", tutorial_file("settings_buffer.py"), "Step 10")
         site.env["REDIS_URL"] = redis_url
         site.manage("check", "--deploy", "--fail-level", "ERROR")
         stored = site.inspect()
@@ -380,11 +434,11 @@ def get_page(url: str) -> tuple[int, str]:
 
 
 def follow_schema_step(site: Site) -> None:
-    """Step 10: the schema and Swagger UI answer, the latter loading nothing from elsewhere."""
+    """Step 11: the schema and Swagger UI answer, the latter loading nothing from elsewhere."""
     step("the schema and Swagger UI: settings_schema.py, urls_schema.py")
     run(site.python, "-m", "pip", "install", "--quiet", "drf-spectacular-sidecar", env=site.env)
-    append(site.site / "mysite" / "settings.py", tutorial_file("settings_schema.py"), "Step 10")
-    append(site.site / "mysite" / "urls.py", tutorial_file("urls_schema.py"), "Step 10")
+    append(site.site / "mysite" / "settings.py", tutorial_file("settings_schema.py"), "Step 11")
+    append(site.site / "mysite" / "urls.py", tutorial_file("urls_schema.py"), "Step 11")
     server = Server(site)
     try:
         status, _ = get_page(f"{server.base}/api/0/schema/")
