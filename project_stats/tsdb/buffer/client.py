@@ -12,6 +12,7 @@ count twice.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -352,10 +353,29 @@ def _per_node(config: dict[str, Any], source: str, calls: Sequence[Call]) -> lis
                 except failures as error:
                     replies[index] = _unavailable(error, sent=True)
             elif isinstance(reply, MovedError | AskError | TryAgainError | ClusterDownError):
+                if isinstance(reply, MovedError):
+                    _follow(client, reply)
                 replies[index] = _unavailable(reply, sent=False)
             elif isinstance(reply, RedisError) and not isinstance(reply, ResponseError):
                 replies[index] = _unavailable(reply, sent=True)
     return replies
+
+
+def _follow(client: Any, moved: Exception) -> None:
+    """Point the cluster client's slot map at the node a ``MOVED`` names.
+
+    Our pipelines bypass the cluster client's own command path, which is
+    where it learns of resharded slots; without this, every later script
+    for the slot would go to its old owner and be refused again. The
+    refused script itself is not resent (it did not run; ``ON_ERROR`` or
+    the caller decides).
+    """
+    try:
+        client.nodes_manager.move_slot(moved)
+    except Exception:  # noqa: BLE001 - a redis-py without it: ask for a full refresh
+        logger.debug("Could not patch the slot map after %r", moved, exc_info=True)
+        with contextlib.suppress(Exception):
+            client.nodes_manager.initialize()
 
 
 def _now_ms() -> int:
