@@ -15,7 +15,7 @@ PG_URL := $(or $(DATABASE_URL),postgres://postgres@127.0.0.1:5432/test)
 # The MariaDB pass of `make test` (its test database: test_<name>).
 MYSQL_URL ?= mysql://root@127.0.0.1:3306/test
 
-.PHONY: venv mysql-client browser prometheus node-client test test-sites lint typecheck run clean bench bench-backfill bench-flush soak dist wheel-test
+.PHONY: venv mysql-client demo-venv docs browser prometheus node-client test test-sites lint typecheck run clean bench bench-backfill bench-flush soak dist wheel-test
 
 $(VENV)/.installed: pyproject.toml | mysql-client
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,33 @@ mysql-client:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pkg-config libmariadb-dev >/dev/null \
 			|| echo "NOTE: could not install libmariadb-dev; mysqlclient may not build." >&2; \
 	fi
+
+# What the demo needs and nothing more (no test or lint tools): `make run`.
+# With DATABASE_URL on PostgreSQL or MariaDB, its driver too.
+comma := ,
+DEMO_EXTRAS := demo$(if $(filter postgres://% postgresql://%,$(DATABASE_URL)),$(comma)postgres)$(if $(filter mysql://%,$(DATABASE_URL)),$(comma)mysql)
+$(VENV)/.installed-demo: pyproject.toml | mysql-client
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+	$(PY) -m pip install -q -e '.[$(DEMO_EXTRAS)]' 2>&1 | grep -v '^WARNING: Location'; test $${PIPESTATUS[0]} -eq 0
+	touch $@
+
+demo-venv: $(VENV)/.installed-demo
+
+# The docs site (Sphinx, furo, MyST) in docs/_build/html; warnings are errors,
+# every internal link and anchor is checked, and no page may load anything
+# from the network (furo ships its own assets).
+$(VENV)/.installed-docs: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[docs]' 2>&1 | grep -v '^WARNING: Location'; test $${PIPESTATUS[0]} -eq 0
+	touch $@
+
+docs: $(VENV)/.installed-docs
+	$(PY) -m sphinx -W --keep-going -n -q -b html docs docs/_build/html
+	@if grep -rEo '<(script|link)[^>]*https?://[^>]*>' docs/_build/html --include='*.html'; then \
+		echo "the built pages load the above from the network" >&2; exit 1; \
+	fi
+	@echo "== docs: file://$(CURDIR)/docs/_build/html/index.html"
 
 # Installs Chromium where it is missing and we may (root with apt-get); elsewhere
 # the browser tests skip, saying why, unless REQUIRE_BROWSER=1 makes that a failure.
@@ -141,7 +168,8 @@ typecheck: venv
 dist: venv
 	$(PY) -m build
 
-# The wheel installed into a fresh venv and serving a site made from the README.
+# The wheel installed into a fresh venv and serving a site made by following the
+# tutorial (docs/tutorial/), on SQLite and, when it answers, PostgreSQL.
 wheel-test: venv
 	$(PY) .ci/wheel_test.py
 
@@ -149,7 +177,7 @@ DEMO_URL := http://127.0.0.1:$(PORT)
 EXAMPLE_PATH := /api/0/projects/the-interstellar-jurisdiction/pump-station/stats/
 V2_EXAMPLE := /api/0/organizations/the-interstellar-jurisdiction/stats_v2/?statsPeriod=1d&interval=1h&category=error&field=sum(quantity)&groupBy=outcome&groupBy=reason
 
-run: venv
+run: demo-venv
 	$(PY) manage.py migrate --noinput
 	@echo "== Demo data"
 	$(PY) manage.py project_stats_demo
@@ -164,6 +192,11 @@ run: venv
 	echo "  stats_v2: the last day's events by outcome and reason, hourly (as Grafana asks):"; \
 	echo "    curl -H \"Authorization: Bearer $$token\" '$(DEMO_URL)$(V2_EXAMPLE)'"; \
 	echo "  schema: $(DEMO_URL)/api/0/schema/swagger/"
+	@if [ -f docs/_build/html/index.html ]; then \
+		echo "  docs:  file://$(CURDIR)/docs/_build/html/index.html"; \
+	else \
+		echo "  docs:  make docs builds them into docs/_build/html (sources: docs/*.md)"; \
+	fi
 	@echo
 	$(PY) manage.py runserver 127.0.0.1:$(PORT)
 

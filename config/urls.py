@@ -6,6 +6,8 @@ from django.contrib import admin
 from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from project_stats.schema import RedocView
+
 from . import views
 
 urlpatterns: list[URLPattern | URLResolver] = [
@@ -17,5 +19,6 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path(
         "api/0/schema/swagger/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger"
     ),
+    path("api/0/schema/redoc/", RedocView.as_view(url_name="schema"), name="redoc"),
     path("api/0/", include("project_stats.urls")),
 ]

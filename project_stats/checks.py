@@ -465,7 +465,7 @@ def _wait_errors(config: dict[str, Any]) -> list[CheckMessage]:
         Error(
             f"PROJECT_STATS['BUFFER']: {problem}.",
             hint="WAIT_REPLICAS: the replicas a write waits for (0: none), at most "
-            "WAIT_TIMEOUT seconds; see the README, 'Redis Sentinel'.",
+            "WAIT_TIMEOUT seconds; see docs/howto/redis.md#redis-sentinel.",
             id="project_stats.E029",
         )
     ]

@@ -1,6 +1,6 @@
 """Prometheus metrics of the write buffer (``pip install 'django-project-stats[metrics]'``).
 
-Two sources, one set of names (the README's "Metrics" table):
+Two sources, one set of names (the "Metrics" table of docs/howto/monitoring.md):
 
 - :class:`FlusherMetrics`: what ``project_stats_flush --loop --metrics-port``
   did, counted in the flusher process and served by prometheus_client's own

@@ -413,3 +413,47 @@ def test_cluster_node_stopped_and_restarted(
     assert stored(victim) == 101
     assert [stored(p) for p in projects[1:]] == [1] * 7
     assert hourly(victim, now)[-1][1] == 101
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_slot_moved_to_another_node_is_followed_after_one_refusal(
+    settings: Any, killable_cluster: Any, now: datetime
+) -> None:
+    import redis
+
+    from .redis_servers import buffer_settings
+
+    config = buffer_settings("cluster", killable_cluster.url)
+    settings.PROJECT_STATS = {"BUFFER": config}
+    project = ProjectFactory()
+    tsdb.incr(project, "received", timestamp=now, rollups=[HOUR])  # the slot map is cached
+    tag = "{" + f"{config['PREFIX']}:{project.pk % config['SHARDS']}" + "}"
+    admin = redis.RedisCluster.from_url(killable_cluster.url)
+    slot = admin.keyslot(f"{tag}:live")
+    source = admin.get_node_from_key(f"{tag}:live")
+    target = next(node for node in admin.get_primaries() if node.port != source.port)
+    admin.close()
+
+    def node(port: int, *args: str) -> str:
+        return str(killable_cluster.command(port, *args))
+
+    source_id, target_id = (
+        node(source.port, "CLUSTER", "MYID"),
+        node(target.port, "CLUSTER", "MYID"),
+    )
+    # Resharding the slot, as redis-cli --cluster reshard does.
+    node(target.port, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", source_id)
+    node(source.port, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", target_id)
+    keys = node(source.port, "CLUSTER", "GETKEYSINSLOT", str(slot), "100").split()
+    assert keys, "the shard's keys were not in the slot"
+    node(source.port, "MIGRATE", "127.0.0.1", str(target.port), "", "0", "5000", "KEYS", *keys)
+    for port in killable_cluster.ports:
+        node(port, "CLUSTER", "SETSLOT", str(slot), "NODE", target_id)
+    # The first write meets the old owner's MOVED: not run, refused as unavailable...
+    with pytest.raises(tsdb.BufferUnavailable):
+        tsdb.incr(project, "received", timestamp=now, count=10, rollups=[HOUR])
+    # ...and the client follows the slot from then on.
+    tsdb.incr(project, "received", timestamp=now, count=2, rollups=[HOUR])
+    tsdb.flush()
+    assert stored(project) == 3
+    assert hourly(project, now)[-1][1] == 3

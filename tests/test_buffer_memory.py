@@ -137,8 +137,8 @@ def test_a_take_back_whose_reply_is_lost_is_not_done_twice(
     tsdb.incr(other, "received", timestamp=now, count=3, rollups=[HOUR])
     # Loaded, so the take-back runs when sent (a NOSCRIPT reply lost would
     # leave it not run, and nothing to find out).
-    redis_server.command("SCRIPT", "LOAD", buffer_module._UNDO)
-    proxy.drop_next_reply(containing=buffer_module._SHA[buffer_module._UNDO].encode())
+    redis_server.command("SCRIPT", "LOAD", buffer_module.scripts.UNDO)
+    proxy.drop_next_reply(containing=buffer_module.scripts.SHA[buffer_module.scripts.UNDO].encode())
     with pytest.raises(ValueError, match="2\\*\\*63 - 1.*may stay recorded"):
         tsdb.incr_many(
             [(other, "received", now, 1), (project, "received", now, 2**62)], rollups=[HOUR]

@@ -353,11 +353,11 @@ def test_a_flush_between_the_rounds_of_a_read_counts_each_batch_once(
     tsdb.flush()
     tsdb.incr_many([(p, "received", now, 2) for p in projects])  # one live hash per shard
     rounds: list[int] = []
-    every_reply = buffer_module._every_reply
+    every_reply = buffer_module.client._every_reply
 
     def flush_after_the_first_round(config: Any, source: str, calls: Any) -> list[Any]:
         replies = every_reply(config, source, calls)
-        if source is buffer_module._READ:
+        if source is buffer_module.scripts.READ:
             rounds.append(len(calls))
             if len(rounds) == 1:
                 # The live hashes are claimed (and committed) after some of
@@ -372,7 +372,7 @@ def test_a_flush_between_the_rounds_of_a_read_counts_each_batch_once(
                 buffer_module.crash_hook = None
         return replies
 
-    monkeypatch.setattr(buffer_module, "_every_reply", flush_after_the_first_round)
+    monkeypatch.setattr(buffer_module.client, "_every_reply", flush_after_the_first_round)
     hour = bucket_start(now, HOUR)
     # 100 projects x 14 stats x 24 buckets: several rounds of several scripts.
     query = tsdb.plan_stats_range(READ_STATS, hour - 23 * HOUR, hour, rollup=HOUR)
@@ -395,7 +395,7 @@ def test_redis_only_reads_run_in_bounded_scripts(
     log_every_command(client)
     series = tsdb.get_range_total(projects, "received", start, now, rollup=10)
     assert series[-1][1] == 250 and sum(count for _, count in series) == 250
-    scripts = logged_scripts(client, buffer_module._SHA[buffer_module._READ_SHORT])
+    scripts = logged_scripts(client, buffer_module.scripts.SHA[buffer_module.scripts.READ_SHORT])
     # After rollup, first, last, stats and environment: "group=pk,pk,...".
     per_script = [sum(len(group.split(b",")) for group in args[5:]) for args in scripts]
     assert sum(per_script) == 250

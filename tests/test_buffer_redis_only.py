@@ -22,7 +22,7 @@ from project_stats.tsdb import database
 from project_stats.tsdb.rollups import bucket_start
 
 from .factories import ProjectFactory
-from .redis_servers import redis_only_rows
+from .redis_servers import buffer_settings, redis_only_rows
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -235,11 +235,11 @@ def test_a_writer_whose_clock_runs_ahead_hides_no_other_writer_s_buckets(
     short: dict[str, Any], project: Project, monkeypatch: pytest.MonkeyPatch, ahead: int
 ) -> None:
     second = int(datetime.now(UTC).timestamp()) // 10 * 10
-    real = buffer_module._now_ms
+    real = buffer_module.client._now_ms
     # An hour of writes, each when its bucket was current (the writers' clocks right).
     for i in range(360):
         at = second - 10 * i
-        monkeypatch.setattr(buffer_module, "_now_ms", lambda at=at: at * 1000 + 500)
+        monkeypatch.setattr(buffer_module.client, "_now_ms", lambda at=at: at * 1000 + 500)
         tsdb.incr(project, "received", timestamp=at)
     monkeypatch.undo()
 
@@ -249,7 +249,34 @@ def test_a_writer_whose_clock_runs_ahead_hides_no_other_writer_s_buckets(
 
     assert hour_of_buckets() == 360
     # Another app server, its clock `ahead` seconds fast, writes an event of its "now".
-    monkeypatch.setattr(buffer_module, "_now_ms", lambda: real() + ahead * 1000)
+    monkeypatch.setattr(buffer_module.client, "_now_ms", lambda: real() + ahead * 1000)
     tsdb.incr(project, "received", timestamp=second + ahead)
     monkeypatch.undo()
     assert hour_of_buckets() == 360
+
+
+@pytest.mark.parametrize("redis_server", ["rdb"], indirect=True)
+def test_a_batch_over_many_buckets_costs_redis_per_key_not_per_bucket(
+    settings: Any, redis_server: Any, now: datetime
+) -> None:
+    # A batch spread over 300 buckets of 10 s: a hash and an expiry per
+    # bucket, but each index (the 10 s rollup's, the live hash's) written
+    # once by the write script, not once per bucket.
+    config = buffer_settings("single", redis_server.url, SHARDS=1, REDIS_ONLY_ROLLUPS=None)
+    settings.PROJECT_STATS = {"BUFFER": config}
+    project = ProjectFactory()
+    second = int(now.timestamp())
+    client = redis_server.client()
+    tsdb.incr(project, "received", timestamp=second)  # the script loaded, Redis probed
+    client.config_resetstat()
+    seconds = [second - 10 * i for i in range(300)]
+    tsdb.incr_many([(project, "received", at, 1) for at in seconds])
+    used = client.info("commandstats")
+    stored = len({at // HOUR for at in seconds}) + len({at // 86400 for at in seconds})
+    assert used["cmdstat_evalsha"]["calls"] == 1
+    assert used["cmdstat_hincrby"]["calls"] == 300 + stored
+    assert used["cmdstat_pexpire"]["calls"] == 300 + 1  # each bucket's hash; the index once
+    assert used["cmdstat_zremrangebyscore"]["calls"] == 1
+    assert used["cmdstat_zadd"]["calls"] == 2  # the 10 s rollup's index, the live hash's
+    series = tsdb.get_range(project, "received", second - 3000, second, rollup=10)
+    assert sum(count for _, count in series) == 301

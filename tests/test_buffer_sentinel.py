@@ -107,15 +107,15 @@ def fail_over(group: SentinelGroup) -> None:
 
 
 def claimed_batches(server: RedisServer, config: dict[str, Any], project_id: int) -> int:
-    shard = buffer_module._shard(config, project_id)
-    return int(server.command("ZCARD", f"{buffer_module._tag(config, shard)}:batches"))
+    shard = buffer_module.keys._shard(config, project_id)
+    return int(server.command("ZCARD", f"{buffer_module.keys._tag(config, shard)}:batches"))
 
 
 def test_probe_asks_the_primary_the_sentinels_name(settings: Any, group: SentinelGroup) -> None:
     from project_stats.tsdb import redis_config
 
     use_buffer(settings, group)
-    config = buffer_module._config()
+    config = buffer_module.keys._config()
     (before,) = redis_config.probe(config)
     assert before.node == f"127.0.0.1:{group.primary.port}"
     assert before.info_allowed and before.policy == "noeviction"
@@ -129,7 +129,7 @@ def test_a_batch_is_applied_once_across_a_failover(settings: Any, group: Sentine
     replica before the primary dies; after the failover, write and flush:
     each batch counted once."""
     use_buffer(settings, group)
-    config = buffer_module._config()
+    config = buffer_module.keys._config()
     project = ProjectFactory()
     tsdb.incr(project.pk, "received", count=5, timestamp=SECOND)
     replicated(group.primary)
@@ -152,7 +152,7 @@ def test_a_flush_the_replica_missed(settings: Any, group: SentinelGroup) -> None
     the database holds as applied. The next write must not add to it, or it
     would be skipped with it."""
     use_buffer(settings, group)
-    config = buffer_module._config()
+    config = buffer_module.keys._config()
     project = ProjectFactory()
     tsdb.incr(project.pk, "received", count=5, timestamp=SECOND)
     replicated(group.primary)
@@ -170,7 +170,7 @@ def test_a_flush_the_replica_missed(settings: Any, group: SentinelGroup) -> None
     finally:
         os.kill(replica, signal.SIGCONT)
     group.wait_promoted(group.replica)
-    live = f"{buffer_module._tag(config, buffer_module._shard(config, project.pk))}:live"
+    live = f"{buffer_module.keys._tag(config, buffer_module.keys._shard(config, project.pk))}:live"
     assert group.replica.command("HEXISTS", live, "~id"), "the replica got the flush"
     retried(lambda: tsdb.incr(project.pk, "received", count=7, timestamp=SECOND))
     flush_all()

@@ -141,7 +141,7 @@ def poison(config: dict[str, Any], project: Project) -> None:
     """A field the flush cannot parse in the live hash of ``project``'s shard."""
     import redis
 
-    tag = buffer_module._tag(config, buffer_module._shard(config, project.pk))
+    tag = buffer_module.keys._tag(config, buffer_module.keys._shard(config, project.pk))
     client: Any = (redis.RedisCluster if config["CLUSTER"] else redis.Redis).from_url(config["URL"])
     try:
         client.hset(f"{tag}:live", f"{project.pk}:1:3600:not-a-number:", 1)

@@ -225,7 +225,7 @@ def test_the_view_reads_the_buffer_at_scrape_time(
     assert samples(down.content.decode()) == {"project_stats_redis_up": 0.0}
 
 
-# The dashboard and the README --------------------------------------------------
+# The dashboard and the docs ----------------------------------------------------
 
 
 def exposed_names() -> set[str]:
@@ -285,13 +285,13 @@ def test_every_metric_the_dashboard_queries_exists(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_readme_documents_every_metric(
+def test_the_docs_document_every_metric(
     buffer: dict[str, Any], project: Project, now: datetime
 ) -> None:
     tsdb.incr(project, "received", timestamp=now, count=1)
     tsdb.flush()
-    readme = (ROOT / "README.md").read_text()
-    table = readme[readme.index("| metric | type |") :].split("\n\n", 1)[0]
+    page = (ROOT / "docs" / "howto" / "monitoring.md").read_text()
+    table = page[page.index("| metric | type |") :].split("\n\n", 1)[0]
     documented = set(re.findall(r"^\| `(project_stats_\w+)`", table, re.MULTILINE))
     assert documented == family_names()
 
@@ -386,7 +386,7 @@ def hold_lease(config: dict[str, Any], project: Project, *, held: bool) -> None:
     """Hold (or give back) the lease of ``project``'s shard, as another flusher would."""
     import redis
 
-    key = f"{buffer_module._tag(config, buffer_module._shard(config, project.pk))}:lease"
+    key = f"{buffer_module.keys._tag(config, buffer_module.keys._shard(config, project.pk))}:lease"
     client = redis.Redis.from_url(config["URL"])
     try:
         if held:

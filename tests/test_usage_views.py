@@ -662,7 +662,7 @@ def test_a_buffered_read_of_every_project_runs_in_bounded_scripts(
     ]
     # In slices: no script asks a hash for more than a few thousand fields
     # (projects x 14 stats x 24 buckets), i.e. a few HMGETs of 500.
-    scripts = logged_scripts(redis, buffer_module._SHA[buffer_module._READ])
+    scripts = logged_scripts(redis, buffer_module.scripts.SHA[buffer_module.scripts.READ])
     per_script = [len(args) - 6 for args in scripts]  # the project ids
     assert sum(per_script) == 2000
     assert max(per_script) * len(usage.READ_STATS) * 24 <= 5000

@@ -432,6 +432,16 @@ def test_swagger_ui_is_served_without_a_cdn(client: Client) -> None:
     assert "drf_spectacular_sidecar/swagger-ui-dist/" in html
 
 
+def test_redoc_is_served_without_a_cdn(client: Client) -> None:
+    response = client.get("/api/0/schema/redoc/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "Redoc.init" in html or "<redoc" in html
+    # drf-spectacular's own template links web fonts from the network.
+    assert not re.search(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", html)
+    assert "drf_spectacular_sidecar/redoc/" in html
+
+
 @pytest.mark.parametrize(
     ("path_slug", "params"),
     [

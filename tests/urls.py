@@ -2,6 +2,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from project_stats.schema import RedocView
+
 from .access_views import OtherAuthenticationAccessView, ProjectAccessView
 
 urlpatterns = [
@@ -20,5 +22,6 @@ urlpatterns = [
     path(
         "api/0/schema/swagger/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger"
     ),
+    path("api/0/schema/redoc/", RedocView.as_view(url_name="schema"), name="redoc"),
     path("api/0/", include("project_stats.urls")),
 ]

@@ -1,4 +1,4 @@
-"""The test site with the buffer's metrics view routed, as the README shows."""
+"""The test site with the buffer's metrics view routed, as docs/howto/monitoring.md shows."""
 
 from django.urls import path
 

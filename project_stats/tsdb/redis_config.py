@@ -4,7 +4,7 @@ The buffer holds counts that exist nowhere else until they are flushed, so
 the server must never evict a key (``maxmemory-policy noeviction``: when full
 it refuses writes, which ``ON_ERROR`` handles) and the buffer's user must be
 allowed ``INFO`` (the write script reads the server's ``run_id`` with it; see
-the incarnation check in :mod:`.buffer`). Redis's ACLs put ``INFO`` in
+the incarnation check in :mod:`.buffer.write`). Redis's ACLs put ``INFO`` in
 ``@dangerous``, so a user made with ``+@all -@dangerous`` has every write
 refused.
 
@@ -26,17 +26,17 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from . import buffer
+from .buffer.client import BufferUnavailable, _client, is_sentinel
 
-# The buffer's logger (buffer.py logs there too).
+# The buffer's logger (the buffer package logs there too).
 logger = logging.getLogger("project_stats.flush")
 
 SAFE_POLICY = "noeviction"
 
-# The README's "Redis configuration" paragraph, and the hint of every message.
+# The docs' "Redis configuration" (docs/howto/redis.md), and the hint of every message.
 ACL_HINT = (
     "ACL SETUSER <user> +info (INFO is in @dangerous); the least-privilege user is in the "
-    "README, 'Redis configuration'"
+    "docs, docs/howto/redis.md#redis-configuration"
 )
 
 # A write probes again this long after its last probe, so a CONFIG SET is noticed.
@@ -77,8 +77,8 @@ class Problem:
 def _nodes(config: dict[str, Any]) -> list[tuple[str, Any]]:
     """``(address, client)`` of every primary: one Redis, the one the sentinels
     name (asked now), or each of a cluster's."""
-    client = buffer._client(config)
-    if buffer.is_sentinel(config):
+    client = _client(config)
+    if is_sentinel(config):
         # Asking the sentinels also closes the idle connections to a former
         # primary, so the probe reaches the one named.
         host, port = client.connection_pool.get_master_address()
@@ -142,7 +142,7 @@ def probe(config: dict[str, Any]) -> list[ServerConfig]:
         return [_ask(where, node) for where, node in _nodes(config)]
     except (RedisError, RedisClusterException, OSError) as error:
         # The class name is enough to diagnose; the message may name hosts.
-        raise buffer.BufferUnavailable(f"Redis is unavailable ({type(error).__name__})") from error
+        raise BufferUnavailable(f"Redis is unavailable ({type(error).__name__})") from error
 
 
 def _size(value: int | None) -> str:
@@ -158,7 +158,8 @@ def _at(servers: list[ServerConfig]) -> str:
     return f"Redis at {nodes}" if len(servers) == 1 else f"the Redis primaries at {nodes}"
 
 
-# What each family of policies takes from the buffer (the README's durability table).
+# What each family of policies takes from the buffer (the durability table of
+# docs/explanation/write-buffer.md).
 def _loses(policy: str) -> str:
     if policy.startswith("volatile-"):
         return (
@@ -224,7 +225,7 @@ def problems(config: dict[str, Any], servers: list[ServerConfig]) -> list[Proble
 
 # Per client configuration and ACCEPT_EVICTION: (when it was probed, whether
 # Redis answered, the refusal found or None), and the ids last logged.
-_verdicts: dict[tuple[Any, ...], tuple[float, bool, buffer.BufferUnavailable | None]] = {}
+_verdicts: dict[tuple[Any, ...], tuple[float, bool, BufferUnavailable | None]] = {}
 _logged: dict[tuple[Any, ...], frozenset[str]] = {}
 _lock = threading.Lock()
 
@@ -236,7 +237,7 @@ def forget() -> None:
         _logged.clear()
 
 
-def refusals(config: dict[str, Any], parts: int) -> list[buffer.BufferUnavailable]:
+def refusals(config: dict[str, Any], parts: int) -> list[BufferUnavailable]:
     """The write's ``parts`` refused (one error each), or ``[]`` to write them.
 
     Probes on the process's first write with ``config`` and again every
@@ -260,14 +261,14 @@ def refusals(config: dict[str, Any], parts: int) -> list[buffer.BufferUnavailabl
             return [refusal] * parts if refusal is not None else []
     try:
         found = problems(config, probe(config))
-    except buffer.BufferUnavailable:
+    except BufferUnavailable:
         with _lock:
             _verdicts[key] = (now, False, previous[2] if previous else None)
         return []
     errors = [problem for problem in found if problem.level == "error"]
     refusal = None
     if errors:
-        refusal = buffer.BufferUnavailable(" ".join(f"{p.message} {p.hint}" for p in errors))
+        refusal = BufferUnavailable(" ".join(f"{p.message} {p.hint}" for p in errors))
     ids = frozenset(problem.id for problem in found)
     with _lock:
         _verdicts[key] = (now, True, refusal)
