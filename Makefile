@@ -12,10 +12,12 @@ SHELL := /bin/bash
 CHROMIUM ?= /usr/bin/chromium
 export CHROMIUM
 PG_URL := $(or $(DATABASE_URL),postgres://postgres@127.0.0.1:5432/test)
+# The MariaDB pass of `make test` (its test database: test_<name>).
+MYSQL_URL ?= mysql://root@127.0.0.1:3306/test
 
-.PHONY: venv demo-venv docs browser prometheus node-client test test-sites lint typecheck run clean bench bench-backfill bench-flush soak dist wheel-test
+.PHONY: venv mysql-client demo-venv docs browser prometheus node-client test test-sites lint typecheck run clean bench bench-backfill bench-flush soak dist wheel-test
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml | mysql-client
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
 	$(PY) -m pip install -q -e '.[$(EXTRAS)]' $(if $(EXTRA_PIP),'$(EXTRA_PIP)') 2>&1 | grep -v '^WARNING: Location'; test $${PIPESTATUS[0]} -eq 0
@@ -23,11 +25,25 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+# mysqlclient (the test extra) builds against libmariadb: pkg-config and its
+# headers come from apt where they are missing and we may (root with apt-get),
+# before the venv's pip install needs them.
+mysql-client:
+	@if ! { command -v pkg-config >/dev/null && { pkg-config --exists libmariadb || pkg-config --exists mysqlclient; }; } && \
+		[ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "== installing pkg-config and libmariadb-dev for mysqlclient"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pkg-config libmariadb-dev >/dev/null \
+			|| echo "NOTE: could not install libmariadb-dev; mysqlclient may not build." >&2; \
+	fi
+
 # What the demo needs and nothing more (no test or lint tools): `make run`.
-$(VENV)/.installed-demo: pyproject.toml
+# With DATABASE_URL on PostgreSQL or MariaDB, its driver too.
+comma := ,
+DEMO_EXTRAS := demo$(if $(filter postgres://% postgresql://%,$(DATABASE_URL)),$(comma)postgres)$(if $(filter mysql://%,$(DATABASE_URL)),$(comma)mysql)
+$(VENV)/.installed-demo: pyproject.toml | mysql-client
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-	$(PY) -m pip install -q -e '.[demo]' 2>&1 | grep -v '^WARNING: Location'; test $${PIPESTATUS[0]} -eq 0
+	$(PY) -m pip install -q -e '.[$(DEMO_EXTRAS)]' 2>&1 | grep -v '^WARNING: Location'; test $${PIPESTATUS[0]} -eq 0
 	touch $@
 
 demo-venv: $(VENV)/.installed-demo
@@ -90,16 +106,38 @@ $(CLIENT_DIR)/node_modules/.installed: $(CLIENT_DIR)/package-lock.json
 		echo "NOTE: npm not found; the @sentry/api client test will not run."; \
 	fi
 
+# The SQLite suite, then PostgreSQL and MariaDB side by side (separate
+# processes and test databases; MariaDB's output follows PostgreSQL's); fails
+# if either fails.
+MYSQL_UP := $(PY) -c "import sys, dj_database_url, MySQLdb; s = dj_database_url.parse(sys.argv[1]); MySQLdb.connect(host=s['HOST'], port=int(s['PORT'] or 3306), user=s['USER'], password=s['PASSWORD'], connect_timeout=3).close()"
+MYSQL_LOG := $(VENV)/mariadb-test.log
+
 test: venv browser prometheus node-client
 	$(PY) -m pytest -q -p no:cacheprovider
-	@if $(PY) -c "import sys, psycopg; psycopg.connect(sys.argv[1], connect_timeout=3).close()" "$(PG_URL)" 2>/dev/null; then \
+	@mysql_pid=""; \
+	if $(MYSQL_UP) "$(MYSQL_URL)" 2>/dev/null; then \
+		echo "== MariaDB: $(MYSQL_URL) (in the background, output below)"; \
+		TEST_DATABASE_URL="$(MYSQL_URL)" $(PY) -m pytest -q -p no:cacheprovider >"$(MYSQL_LOG)" 2>&1 & mysql_pid=$$!; \
+	elif [ "$(REQUIRE_MYSQL)" = "1" ]; then \
+		echo "MariaDB is required (REQUIRE_MYSQL=1) but no server answers at $(MYSQL_URL)" >&2; exit 1; \
+	else \
+		echo "NOTE: no MariaDB server answers at $(MYSQL_URL); skipped the MariaDB suite."; \
+	fi; \
+	pg=0; \
+	if $(PY) -c "import sys, psycopg; psycopg.connect(sys.argv[1], connect_timeout=3).close()" "$(PG_URL)" 2>/dev/null; then \
 		echo "== PostgreSQL: $(PG_URL)"; \
-		TEST_DATABASE_URL="$(PG_URL)" $(PY) -m pytest -q -p no:cacheprovider; \
+		TEST_DATABASE_URL="$(PG_URL)" $(PY) -m pytest -q -p no:cacheprovider || pg=$$?; \
 	elif [ "$(REQUIRE_POSTGRES)" = "1" ]; then \
-		echo "PostgreSQL is required (REQUIRE_POSTGRES=1) but no server answers at $(PG_URL)" >&2; exit 1; \
+		echo "PostgreSQL is required (REQUIRE_POSTGRES=1) but no server answers at $(PG_URL)" >&2; pg=1; \
 	else \
 		echo "NOTE: no PostgreSQL server answers at $(PG_URL); ran the SQLite suite only."; \
-	fi
+	fi; \
+	my=0; \
+	if [ -n "$$mysql_pid" ]; then \
+		wait $$mysql_pid || my=$$?; \
+		echo "== MariaDB: $(MYSQL_URL)"; cat "$(MYSQL_LOG)"; \
+	fi; \
+	[ $$pg -eq 0 ] && [ $$my -eq 0 ]
 
 # Host-site configurations: tests/sites/test_<name>.py under the settings module
 # tests.sites.settings_<name>, on SQLite and (when it answers) PostgreSQL.

@@ -45,6 +45,7 @@ from .models import (
     Project,
 )
 from .sqllists import any_of
+from .tsdb.dialects import dialect
 
 __all__ = [
     "Found",
@@ -78,7 +79,8 @@ def id_or_slug(value: object) -> IdOrSlug | None:
         if len(value) > MAX_ID_DIGITS:
             return None
         number = int(value)
-        return number if number <= MAX_ID else None
+        # Ids start at 1; MariaDB's backend refuses to bind 0 for an AutoField.
+        return number if 0 < number <= MAX_ID else None
     if not 0 < len(value) <= MAX_SLUG_LENGTH:
         return None
     try:
@@ -412,7 +414,7 @@ def look_up(
 
     # PostgreSQL types a UNION's columns branch by branch: the counts' columns
     # must not start out as untyped NULLs. Reads select up to COUNT_COLUMNS.
-    typed_nulls = ", ".join(["CAST(NULL AS bigint)"] * COUNT_COLUMNS)
+    typed_nulls = ", ".join([dialect(connection).bigint("NULL")] * COUNT_COLUMNS)
     sql = (
         f"WITH {', '.join(ctes)} SELECT 0, {token_columns}, target.pid, target.ps, target.oid, "  # noqa: S608
         f"{environment_column}, {typed_nulls} FROM {source} LEFT JOIN target ON 1 = 1"

@@ -16,7 +16,7 @@ from rest_framework.settings import api_settings
 
 from .conf import BUFFER_DEFAULTS, DEFAULTS, project_stats_settings
 from .throttling import AUTH_THROTTLE_SCOPE, THROTTLE_SCOPE
-from .tsdb.database import SUPPORTED_VENDORS
+from .tsdb.dialects import SUPPORTED_VENDORS
 
 _HINT_ROLLUPS = 'e.g. "ROLLUPS": ((10, 360), (3600, 168), (86400, 90))'
 # What DRF's SimpleRateThrottle.parse_rate understands: it reads the unit's first letter.
@@ -147,12 +147,14 @@ def check_database(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     vendor = connections[write_alias].vendor
     if vendor not in SUPPORTED_VENDORS:
         # An error, not a warning: every write raises there, so a site would
-        # start and then fail on its first increment.
+        # start and then fail on its first increment. Routing our tables
+        # elsewhere is no way out: they refer to the user model.
         errors.append(
             Error(
-                f"Database {write_alias!r} is {vendor}; project_stats writes counts with "
-                "PostgreSQL or SQLite upserts only.",
-                hint="Route project_stats to a PostgreSQL or SQLite database.",
+                f"Database {write_alias!r} is {vendor}; project_stats writes counts on "
+                "PostgreSQL, MariaDB 10.6+, MySQL 8.0.19+ or SQLite only.",
+                hint="project_stats's tables refer to the user model, so they must live in "
+                "the database that holds it: run the site on one of these databases.",
                 id="project_stats.E008",
             )
         )
@@ -188,6 +190,76 @@ def check_database(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                     "in transaction mode (PgBouncer 1.21+ with max_prepared_statements > 0 "
                     "keeps them: silence this warning then).",
                     id="project_stats.W003",
+                )
+            )
+    return errors
+
+
+# Oldest releases whose SQL we speak: MariaDB 10.6 (JSON_TABLE, SKIP LOCKED)
+# and MySQL 8.0.19 (the row alias of INSERT ... ON DUPLICATE KEY UPDATE).
+MIN_MARIADB = (10, 6)
+MIN_MYSQL = (8, 0, 19)
+
+
+@register(Tags.database)
+def check_mysql(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """MariaDB/MySQL version and ``sql_mode`` (a database check: it connects).
+
+    Runs with ``manage.py check --database <alias>`` and before ``migrate``.
+    """
+    from .models import EventCount
+
+    errors: list[CheckMessage] = []
+    aliases = {router.db_for_write(EventCount), router.db_for_read(EventCount)}
+    for alias in sorted(aliases & set(databases or ())):
+        connection = connections[alias]
+        if connection.vendor != "mysql":
+            continue
+        try:
+            mariadb = bool(connection.mysql_is_mariadb)  # type: ignore[attr-defined]
+            version = tuple(connection.mysql_version)  # type: ignore[attr-defined]
+            sql_mode = set(connection.sql_mode)  # type: ignore[attr-defined]
+        except DatabaseError:
+            continue  # unreachable: migrate will say so
+        shown = ".".join(str(part) for part in version)
+        if mariadb and version < MIN_MARIADB:
+            errors.append(
+                Error(
+                    f"DATABASES[{alias!r}] is MariaDB {shown}; project_stats needs MariaDB 10.6+.",
+                    hint="Upgrade MariaDB to 10.6 or later (10.11 LTS is tested).",
+                    id="project_stats.E040",
+                )
+            )
+        elif not mariadb and version < MIN_MYSQL:
+            errors.append(
+                Error(
+                    f"DATABASES[{alias!r}] is MySQL {shown}; project_stats needs MySQL 8.0.19+.",
+                    hint="Upgrade MySQL to 8.0.19 or later, or use MariaDB 10.6+.",
+                    id="project_stats.E041",
+                )
+            )
+        elif not mariadb:
+            errors.append(
+                Warning(
+                    f"DATABASES[{alias!r}] is MySQL {shown}: project_stats is tested on "
+                    "MariaDB, PostgreSQL and SQLite, not on MySQL.",
+                    hint="Run the test suite against this server (TEST_DATABASE_URL), "
+                    "then silence project_stats.W010.",
+                    id="project_stats.W010",
+                )
+            )
+        if not sql_mode & {"STRICT_TRANS_TABLES", "STRICT_ALL_TABLES"}:
+            # Without a strict mode an out-of-range or too long value is
+            # stored truncated, with a warning nobody reads.
+            errors.append(
+                Error(
+                    f"DATABASES[{alias!r}] does not run in a strict sql_mode; values "
+                    "project_stats writes could be truncated silently.",
+                    hint='Add "init_command": "SET sql_mode=\'STRICT_TRANS_TABLES\'" to '
+                    f"DATABASES[{alias!r}]['OPTIONS'] (or set it on the server).",
+                    id="project_stats.E042",
                 )
             )
     return errors

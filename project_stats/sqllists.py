@@ -21,6 +21,12 @@ backend memory each).
 - SQLite: ``column IN (SELECT value FROM json_each(%s))``, the list bound as
   one JSON array (SQLite's JSON functions, which the token's ``JSONField``
   needs too).
+- MariaDB (and MySQL): a plain ``column IN (%s, %s, ...)``. mysqlclient
+  interpolates parameters into the text on the client: no parameter limit,
+  no prepared statement per length. ``IN (SELECT v FROM JSON_TABLE(%s, ...))``
+  was measured instead (3M rows, one hour of 10 s buckets of 3 projects): the
+  planner probes the unique key by project only and reads every bucket of
+  each, 40 ms against 1.2 ms for 3 ids, 39 ms against 10 ms for 1,000 ids.
 
 Values are bound through the field's ``get_db_prep_value``, as Django binds
 them; integers outside 64 bits are left out (no row can hold them). One text
@@ -55,6 +61,7 @@ _INTEGER_FIELDS = frozenset(
         "PositiveSmallIntegerField",
     }
 )
+_AUTO_FIELDS = frozenset({"AutoField", "BigAutoField", "SmallAutoField"})
 _MIN_BIGINT, _MAX_BIGINT = -(2**63), 2**63 - 1
 
 
@@ -83,6 +90,9 @@ def any_of(
 
     An empty list matches no row.
     """
+    if connection.vendor == "mysql" and _target(field).get_internal_type() in _AUTO_FIELDS:
+        # No row has id 0, and MariaDB's backend refuses to bind it.
+        values = [value for value in values if value != 0]
     prepped = [field.get_db_prep_value(value, connection) for value in values]
     if _is_integer(field):
         prepped = [
@@ -92,6 +102,10 @@ def any_of(
         ]
     if connection.vendor == "postgresql":
         return f"{column} = ANY(CAST(%s AS {array_type(field, connection)}))", [prepped]
+    if connection.vendor == "mysql":
+        if not prepped:
+            return "1 = 0", []
+        return f"{column} IN ({', '.join(['%s'] * len(prepped))})", prepped
     # The JSON array's values arrive as SQLite values: integers, reals, text.
     return f"{column} IN (SELECT value FROM json_each(%s))", [json.dumps(prepped)]  # noqa: S608
 

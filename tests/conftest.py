@@ -73,6 +73,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if "postgres" in item.keywords:
                 item.add_marker(skip)
+    skip_server = pytest.mark.skip(reason="needs PostgreSQL or MariaDB (set TEST_DATABASE_URL)")
+    if connection.vendor == "sqlite":
+        for item in items:
+            if "server_db" in item.keywords:
+                item.add_marker(skip_server)
+    # MariaDB commits DDL at once: a dropped table would stay dropped for the tests after.
+    skip_ddl = pytest.mark.skip(reason="needs DDL that rolls back with the test's transaction")
+    if not connection.features.can_rollback_ddl:
+        for item in items:
+            if "transactional_ddl" in item.keywords:
+                item.add_marker(skip_ddl)
 
 
 @pytest.fixture

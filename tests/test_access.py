@@ -54,7 +54,8 @@ def auth(member: Any) -> dict[str, str]:
     [
         ("12", 12),
         ("007", 7),
-        ("0", 0),
+        ("0", None),  # ids start at 1 (MariaDB refuses to bind 0 for an AutoField)
+        ("000", None),
         ("pump-station", "pump-station"),
         ("12a", "12a"),
         ("-12", "-12"),

@@ -436,7 +436,7 @@ def _assert_targets_equal_sources() -> None:
     assert hourly
 
 
-@pytest.mark.postgres
+@pytest.mark.server_db
 @pytest.mark.django_db(transaction=True)
 def test_no_increment_is_lost_while_backfill_runs() -> None:
     # History imported into 10s only, so every hourly bucket is behind its
@@ -478,7 +478,7 @@ def test_no_increment_is_lost_while_backfill_runs() -> None:
         _assert_targets_equal_sources()
 
 
-@pytest.mark.postgres
+@pytest.mark.server_db
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_backfills_do_not_add_twice() -> None:
     _fine_only(series=100, hours=2)

@@ -40,7 +40,7 @@ from .factories import ProjectFactory
 from .redis_servers import Cluster, RedisServer, buffer_settings, redis_only_rows
 from .tcp_proxy import TcpProxy
 
-pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.server_db, pytest.mark.django_db(transaction=True)]
 
 SPAWN = multiprocessing.get_context("spawn")
 SEED = 18

@@ -31,7 +31,7 @@ from .redis_servers import redis_only_rows
 from .test_tsdb_concurrency import expected_rows, stored_rows
 from .workers import Sent
 
-pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.server_db, pytest.mark.django_db(transaction=True)]
 
 SPAWN = multiprocessing.get_context("spawn")
 LEASE = 0.5

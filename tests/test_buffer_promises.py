@@ -103,7 +103,7 @@ def test_delete_rolled_back_with_its_transaction_loses_nothing(
     assert stored(project) == 5
 
 
-@pytest.mark.postgres
+@pytest.mark.server_db
 @pytest.mark.django_db(transaction=True)
 def test_other_connections_read_the_counts_while_a_flush_awaits_its_commit(
     buffer: dict[str, Any], project: Project, now: datetime

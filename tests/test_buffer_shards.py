@@ -47,7 +47,7 @@ def test_a_flush_leaves_held_shards_and_applies_the_others_claim_by_claim(
     assert set(EventCount.objects.values_list("project_id", flat=True)) == {p.pk for p in projects}
 
 
-@pytest.mark.postgres  # two connections writing at once
+@pytest.mark.server_db  # two connections writing at once
 def test_two_flushers_at_once_share_the_shards(
     settings: Any, buffer: dict[str, Any], now: datetime
 ) -> None:

@@ -16,6 +16,7 @@ from project_stats.checks import (
     check_buffer,
     check_database,
     check_digits_only_slugs,
+    check_mysql,
     check_settings,
     check_throttle_rate,
     check_time_zone_support,
@@ -194,12 +195,62 @@ def test_supported_database_passes() -> None:
 @pytest.mark.django_db  # `check` also runs Django's model checks, which may ask the database
 def test_unsupported_database_is_an_error(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     # Writes raise on any other vendor, so the site must not start quietly.
-    monkeypatch.setattr(connection, "vendor", "mysql")
+    monkeypatch.setattr(connection, "vendor", "oracle")
     messages = check_database()
     assert [(m.id, m.level) for m in messages] == [("project_stats.E008", ERROR)]
-    assert "mysql" in messages[0].msg
+    assert "oracle" in messages[0].msg
+    # Routing our tables to another database is no way out: they refer to the user model.
+    assert "user model" in (messages[0].hint or "")
+    assert "Route" not in (messages[0].hint or "")
     with pytest.raises(SystemCheckError, match="project_stats.E008"):
         call_command("check")
+
+
+def _as_mysql(monkeypatch, *, mariadb: bool, version: tuple[int, ...], sql_mode: set[str]) -> None:  # type: ignore[no-untyped-def]
+    """The default connection as MariaDB or MySQL describes itself to Django."""
+    monkeypatch.setattr(connection, "vendor", "mysql")
+    monkeypatch.setattr(connection, "mysql_is_mariadb", mariadb, raising=False)
+    monkeypatch.setattr(connection, "mysql_version", version, raising=False)
+    monkeypatch.setattr(connection, "sql_mode", sql_mode, raising=False)
+
+
+@pytest.mark.parametrize(
+    ("mariadb", "version", "sql_mode", "expected"),
+    [
+        (True, (10, 6, 0), {"STRICT_TRANS_TABLES"}, []),
+        (True, (11, 4, 2), {"STRICT_ALL_TABLES", "NO_ZERO_DATE"}, []),
+        (True, (10, 5, 24), {"STRICT_TRANS_TABLES"}, [("project_stats.E040", ERROR)]),
+        (False, (8, 0, 18), {"STRICT_TRANS_TABLES"}, [("project_stats.E041", ERROR)]),
+        (False, (5, 7, 44), {"STRICT_TRANS_TABLES"}, [("project_stats.E041", ERROR)]),
+        (False, (8, 0, 19), {"STRICT_TRANS_TABLES"}, [("project_stats.W010", WARNING)]),
+        (True, (10, 11, 9), {"NO_ENGINE_SUBSTITUTION"}, [("project_stats.E042", ERROR)]),
+        (True, (10, 11, 9), set(), [("project_stats.E042", ERROR)]),
+    ],
+)
+def test_mariadb_and_mysql_versions_and_sql_mode(  # type: ignore[no-untyped-def]
+    monkeypatch, mariadb: bool, version: tuple[int, ...], sql_mode: set[str], expected: list
+) -> None:
+    _as_mysql(monkeypatch, mariadb=mariadb, version=version, sql_mode=sql_mode)
+    # MariaDB and MySQL are supported vendors: E008 no more.
+    assert check_database() == []
+    messages = check_mysql(databases=["default"])
+    assert [(m.id, m.level) for m in messages] == expected
+    assert all(m.hint for m in messages)
+    # A database check: it connects, so it runs only for the databases asked about.
+    assert check_mysql(databases=None) == []
+
+
+def test_a_non_strict_sql_mode_names_the_fix(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    _as_mysql(monkeypatch, mariadb=True, version=(10, 11, 9), sql_mode={"ANSI_QUOTES"})
+    [message] = check_mysql(databases=["default"])
+    assert "STRICT_TRANS_TABLES" in (message.hint or "")
+
+
+@pytest.mark.django_db
+def test_the_test_database_passes_the_database_checks() -> None:
+    # On MariaDB (TEST_DATABASE_URL=mysql://...) this asks the real server.
+    assert check_mysql(databases=["default"]) == []
+    call_command("check", databases=["default"])
 
 
 @pytest.mark.parametrize("zone", ["Europe/Paris", "America/New_York", "Etc/GMT+5"])

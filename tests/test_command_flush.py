@@ -65,7 +65,8 @@ def stored(project: Project) -> int:
     )
 
 
-@pytest.mark.django_db
+# Transactional: MariaDB commits the rename, and with it anything the test wrote.
+@pytest.mark.django_db(transaction=True)
 def test_a_database_error_is_a_command_error_and_loses_nothing(
     buffer: dict[str, Any], project: Project, now: datetime
 ) -> None:

@@ -184,6 +184,7 @@ def assert_reported_500(
     return error
 
 
+@pytest.mark.transactional_ddl
 @pytest.mark.django_db
 def test_a_missing_table_is_a_500_that_reaches_error_reporting(
     client: Client,
@@ -249,6 +250,8 @@ def test_a_statement_with_too_many_parameters_is_a_500_that_reaches_error_report
     sqlite_default_variables: None,
 ) -> None:
     """Our bug, not an unavailable database: no 503, no Retry-After, a traceback."""
+    if connection.vendor == "mysql":
+        pytest.skip("mysqlclient interpolates parameters into the text: there is no limit")
     marks = ", ".join(["%s"] * TOO_MANY)
 
     def too_many_parameters(execute, sql, params, many, context):  # type: ignore[no-untyped-def]

@@ -276,7 +276,7 @@ def test_str_shows_only_the_prefix() -> None:
     assert str(token) == f"{token.prefix}\u2026 deploy"
 
 
-@pytest.mark.postgres
+@pytest.mark.server_db
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_uses_write_last_used_once(now: datetime) -> None:
     token = ApiTokenFactory()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import threading
 from datetime import datetime, timedelta
 from typing import Any
@@ -257,7 +258,7 @@ def test_settings_are_read_at_call_time(settings, project: Project, now: datetim
         tsdb.get_range(project, "received", now - timedelta(minutes=30), now, now=now)
 
 
-@pytest.mark.postgres
+@pytest.mark.server_db
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_increments_are_never_lost(now: datetime) -> None:
     project = ProjectFactory()
@@ -340,6 +341,9 @@ def _plan(sql: str) -> str:
             # Tiny test tables would be read whole: ask which index serves it.
             cursor.execute("SET LOCAL enable_seqscan = off")
             cursor.execute(f"EXPLAIN {sql}")
+        elif connection.vendor == "mysql":
+            cursor.execute(f"EXPLAIN FORMAT=JSON {sql}")
+            return str(cursor.fetchone()[0])
         else:
             cursor.execute(f"EXPLAIN QUERY PLAN {sql}")
         return "\n".join(str(row[-1]) for row in cursor.fetchall())
@@ -362,6 +366,55 @@ def test_environment_check_probes_an_index_per_project_instead_of_reading_rows(
     assert "project_stats_ec_project_env" in plan
     if connection.vendor == "sqlite":
         assert "(project_id=? AND environment=?)" in plan
+    _assert_probes_the_environment_index(plan)
+
+
+@pytest.mark.server_db
+@pytest.mark.django_db(transaction=True)  # MariaDB's ANALYZE TABLE commits
+def test_environment_check_probes_the_index_when_most_rows_have_none(
+    project: Project, now: datetime
+) -> None:
+    # Statistics see (project, environment) as no better than the project
+    # alone when nearly every row has environment "": the planner must still
+    # probe it, not walk the project's rows.
+    second = int(now.timestamp())
+    tsdb.incr_many([(project, "received", second - 10 * i, 1) for i in range(3000)], rollups=[10])
+    tsdb.incr(project, "generated", timestamp=now, environment="production")
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {'TABLE ' if connection.vendor == 'mysql' else ''}{TABLE}")
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        assert not tsdb.environment_exists(project.organization, "staging")
+        [query] = queries.captured_queries
+        plan = _plan(query["sql"])
+    assert "project_stats_ec_project_env" in plan
+    _assert_probes_the_environment_index(plan)
+
+
+def _assert_probes_the_environment_index(plan: str) -> None:
+    if connection.vendor == "mysql":
+        # No partial indexes: the same index, on every row.
+        probe = json.loads(plan)["query_block"]
+        tables = [t for t in _plan_tables(probe) if t.get("key") == "project_stats_ec_project_env"]
+        assert tables
+        assert [t["access_type"] for t in tables] == ["ref"] * len(tables)
+        assert all(t["used_key_parts"] == ["project_id", "environment"] for t in tables)
+
+
+TABLE = EventCount._meta.db_table
+
+
+def _plan_tables(node: object) -> list[dict[str, Any]]:
+    """Every ``table`` entry of a MariaDB JSON plan."""
+    found: list[dict[str, Any]] = []
+    if isinstance(node, dict):
+        if isinstance(node.get("table"), dict):
+            found.append(node["table"])
+        for value in node.values():
+            found += _plan_tables(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += _plan_tables(value)
+    return found
 
 
 def test_delete_removes_every_row_of_the_given_projects_only(
@@ -399,3 +452,18 @@ def test_get_range_by_project_refuses_more_than_max_total_points_before_reading(
     ):
         tsdb.get_range_by_project([1, 2, 3], "received", start, now, rollup=3600)
     assert len(tsdb.get_range_by_project([1, 2], "received", start, now, rollup=3600)) == 2
+
+
+def test_environments_are_compared_byte_for_byte(project: Project, now: datetime) -> None:
+    # MariaDB's default collation would merge these buckets and answer each
+    # other's reads (case, accents, trailing spaces).
+    names = ["Production", "production", "production ", "prödüction"]
+    for count, environment in enumerate(names, start=1):
+        tsdb.incr(project, "received", timestamp=now, count=count, environment=environment)
+    start = bucket_start(now, 3600)
+    for count, environment in enumerate(names, start=1):
+        series = tsdb.get_range(
+            project, "received", start, start, rollup=3600, environment=environment, now=now
+        )
+        assert series == [(start, count)]
+    assert not tsdb.environment_exists(project.organization, "PRODUCTION")

@@ -22,6 +22,7 @@ UNBUFFERED_QUERY_COUNTS = {
     "test_get_range_by_project_zero_fills_every_project",
     "test_delete_removes_every_row_of_the_given_projects_only",
     "test_environment_check_probes_an_index_per_project_instead_of_reading_rows",
+    "test_environment_check_probes_the_index_when_most_rows_have_none",
 }
 
 

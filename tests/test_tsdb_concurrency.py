@@ -49,7 +49,7 @@ def stored_rows(project_ids: list[int]) -> Counter[tuple[int, str, str, int, int
     return rows
 
 
-@pytest.mark.postgres
+@pytest.mark.server_db
 @pytest.mark.django_db(transaction=True)
 def test_processes_incrementing_during_backfills_lose_and_double_nothing() -> None:
     projects = ProjectFactory.create_batch(2)

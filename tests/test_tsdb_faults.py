@@ -6,11 +6,14 @@ overflow), raised after earlier statements of the same batch succeeded.
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from django.db import DatabaseError, DataError, connection, transaction
+from django.db import DatabaseError, DataError, connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 
 from project_stats import tsdb
@@ -96,8 +99,8 @@ def test_a_stored_count_may_reach_the_largest_bigint(project: Project, now: date
     assert count == tsdb.MAX_COUNT and isinstance(count, int)
 
 
-@pytest.mark.postgres
-def test_postgresql_a_batch_failing_inside_an_outer_transaction_leaves_it_usable(
+@pytest.mark.server_db
+def test_a_batch_failing_inside_an_outer_transaction_leaves_it_usable(
     project: Project, now: datetime
 ) -> None:
     full = ProjectFactory()
@@ -127,3 +130,60 @@ def test_items_failing_late_in_a_generator_write_nothing(project: Project, now: 
     with pytest.raises(RuntimeError):
         tsdb.incr_many(items())
     assert not EventCount.objects.exists()
+
+
+@pytest.mark.server_db
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_chosen_as_a_deadlock_victim_is_written_once_more(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    if connection.vendor != "mysql":
+        pytest.skip("InnoDB's deadlock victim: a batch written on its own is retried once")
+    project, heavy = ProjectFactory(), ProjectFactory()
+    first, second = 1_700_000_000, 1_700_000_010
+    tsdb.incr_many([(project, "received", t, 1) for t in (first, second)], rollups=[10])
+    # The other transaction changes many rows first: InnoDB rolls back the
+    # transaction that changed fewer, the batch.
+    tsdb.incr_many([(heavy, "received", 1_600_000_000 + 10 * i, 1) for i in range(300)])
+    table = connection.ops.quote_name(TABLE)
+    first_pk, second_pk = (
+        EventCount.objects.filter(project=project)
+        .order_by("timestamp")
+        .values_list("pk", flat=True)
+    )
+    locked, failures = threading.Event(), []
+
+    def other() -> None:
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                update = f"UPDATE {table} SET count = count + 1 WHERE "  # noqa: S608
+                cursor.execute(update + "project_id = %s", [heavy.pk])
+                cursor.execute(update + "id = %s", [second_pk])
+                locked.set()
+                # Until the batch holds the first bucket and waits for the second.
+                for _ in range(600):
+                    cursor.execute("SHOW ENGINE INNODB STATUS")
+                    # The live transactions (not the last deadlock's report).
+                    status = cursor.fetchone()[2].partition("\nTRANSACTIONS\n")[2]
+                    if "LOCK WAIT" in status and "ON DUPLICATE KEY" in status:
+                        break
+                    time.sleep(0.05)
+                else:
+                    raise AssertionError("the batch never waited for the second bucket")
+                cursor.execute(update + "id = %s", [first_pk])
+        except BaseException as exc:  # surfaced below
+            failures.append(exc)
+            locked.set()
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    assert locked.wait(timeout=60)
+    with caplog.at_level(logging.WARNING, logger="project_stats.flush"):
+        tsdb.incr_many([(project, "received", t, 1) for t in (first, second)], rollups=[10])
+    thread.join(timeout=60)
+    assert not failures
+    assert "Deadlock" in caplog.text  # the batch was the victim, and ran again
+    counts = EventCount.objects.filter(project=project).values_list("count", flat=True)
+    assert sorted(counts) == [3, 3]
