@@ -113,7 +113,6 @@ MYSQL_UP := $(PY) -c "import sys, dj_database_url, MySQLdb; s = dj_database_url.
 MYSQL_LOG := $(VENV)/mariadb-test.log
 
 test: venv browser prometheus node-client
-	$(PY) -m pytest -q -p no:cacheprovider
 	@mysql_pid=""; \
 	if $(MYSQL_UP) "$(MYSQL_URL)" 2>/dev/null; then \
 		echo "== MariaDB: $(MYSQL_URL) (in the background, output below)"; \
@@ -123,6 +122,8 @@ test: venv browser prometheus node-client
 	else \
 		echo "NOTE: no MariaDB server answers at $(MYSQL_URL); skipped the MariaDB suite."; \
 	fi; \
+	echo "== SQLite"; \
+	lite=0; $(PY) -m pytest -q -p no:cacheprovider || lite=$$?; \
 	pg=0; \
 	if $(PY) -c "import sys, psycopg; psycopg.connect(sys.argv[1], connect_timeout=3).close()" "$(PG_URL)" 2>/dev/null; then \
 		echo "== PostgreSQL: $(PG_URL)"; \
@@ -137,7 +138,7 @@ test: venv browser prometheus node-client
 		wait $$mysql_pid || my=$$?; \
 		echo "== MariaDB: $(MYSQL_URL)"; cat "$(MYSQL_LOG)"; \
 	fi; \
-	[ $$pg -eq 0 ] && [ $$my -eq 0 ]
+	[ $$lite -eq 0 ] && [ $$pg -eq 0 ] && [ $$my -eq 0 ]
 
 # Host-site configurations: tests/sites/test_<name>.py under the settings module
 # tests.sites.settings_<name>, on SQLite and (when it answers) PostgreSQL.
