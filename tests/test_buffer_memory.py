@@ -9,6 +9,7 @@ on a full Redis too, and a take-back whose reply is lost is never repeated.
 
 from __future__ import annotations
 
+import importlib
 from datetime import datetime
 from typing import Any
 
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 HOUR = 3600
 SHARDS = 8
-REFUSED_WHOLE = "OutOfMemoryError.*nothing of this call was recorded"
+REFUSED_WHOLE = "OutOfMemoryError.*nothing of 1 parts was recorded"
 
 
 def use_buffer(settings: Any, url: str, **extra: Any) -> dict[str, Any]:
@@ -90,33 +91,32 @@ def test_a_full_redis_refuses_a_write_as_unavailable(
 
 
 @pytest.mark.parametrize("redis_server", ["rdb"], indirect=True)
-def test_a_write_refused_for_memory_takes_back_what_other_shards_recorded(
-    settings: Any, redis_server: RedisServer, now: datetime
+def test_an_overflow_is_taken_back_on_a_redis_that_filled_up_meanwhile(
+    settings: Any, redis_server: RedisServer, now: datetime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    use_buffer(settings, redis_server.url, ON_ERROR="raise")
-    big = ProjectFactory()
-    small = two_shards(big)
-    tsdb.incr(small, "received", timestamp=now, count=1, rollups=[HOUR])
-    # The first part (a shard's) is large: Redis passes maxmemory while it
-    # runs, so the second shard's script is refused for memory; the first
-    # part must be taken back while Redis is still full.
-    full(redis_server, headroom=64 * 1024)
-    environments = [f"{i:04d}-" + "e" * 59 for i in range(3000)]
-    with pytest.raises(tsdb.BufferUnavailable, match=REFUSED_WHOLE):
+    use_buffer(settings, redis_server.url)
+    project = ProjectFactory()
+    other = two_shards(project)
+    tsdb.incr(project, "received", timestamp=now, count=2**62, rollups=[HOUR])
+    tsdb.incr(other, "received", timestamp=now, count=3, rollups=[HOUR])
+    # Redis fills up (other clients' writes) between the write and its take-back.
+    write_module = importlib.import_module("project_stats.tsdb.buffer.write")
+    take_back = write_module._take_back
+
+    def on_a_full_redis(*args: Any) -> int:
+        full(redis_server)
+        return int(take_back(*args))
+
+    monkeypatch.setattr(write_module, "_take_back", on_a_full_redis)
+    with pytest.raises(ValueError, match="2\\*\\*63 - 1; nothing of this call was recorded"):
         tsdb.incr_many(
-            [(big, "received", now, 1, environment) for environment in environments]
-            + [(small, "received", now, 4)],
-            rollups=[HOUR],
+            [(other, "received", now, 1), (project, "received", now, 2**62)], rollups=[HOUR]
         )
-    assert int(redis_server.client().info("memory")["used_memory"]) > int(
-        redis_server.client().config_get("maxmemory")["maxmemory"]
-    ), "the test did not fill Redis"
     roomy(redis_server)
-    assert hourly(big, now) == 0
-    assert hourly(big, now, environments[0]) == 0
-    assert hourly(small, now) == 1
+    assert hourly(other, now) == 3
+    assert hourly(project, now) == 2**62
     tsdb.flush()
-    assert stored(big) == 0 and stored(small) == 1
+    assert stored(other) == 3 and stored(project) == 2**62
 
 
 @pytest.fixture

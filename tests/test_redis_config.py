@@ -397,7 +397,7 @@ def test_a_write_refused_for_a_permission_names_it(
     message = str(raised.value)
     assert "may not run a command of the write script (INFO" in message
     assert "+info" in message and "NOPERM" not in message
-    assert "nothing of this call was recorded" in message
+    assert "nothing of 1 parts was recorded" in message
     assert total(tsdb.get_range(project, "received", now, now, rollup=3600)) == 1
     assert buffer_module.enabled()
 

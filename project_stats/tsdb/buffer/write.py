@@ -102,15 +102,16 @@ def write(rows: Sequence[Row]) -> None:
     dying mid-call may have recorded some shards' parts and not others.
 
     A bucket whose buffered sum would pass 2**63 - 1 raises ``ValueError``
-    and nothing of the call stays buffered. When a shard cannot take its part
+    and nothing of the call stays buffered (the parts other shards recorded
+    are taken back, even on a full Redis; should a take-back go unanswered,
+    the error says which parts may stay). When a shard cannot take its part
     (unreachable, or refusing it: full, loading), ``ON_ERROR`` decides:
-    ``"raise"`` takes back the parts other shards recorded and raises
-    :class:`BufferUnavailable`, nothing of the call recorded (a retry counts
-    it once); ``"database"`` writes that shard's rows straight to the
-    database, but only when Redis certainly did not run them: after a lost
-    reply or a timeout the write may have been recorded, and
-    :class:`BufferUnavailable` says so instead of writing it twice. Should a
-    take-back itself go unanswered, the error says which parts may stay.
+    ``"raise"`` raises :class:`BufferUnavailable` saying how many parts the
+    other shards recorded (they stay: taking them back would make counts
+    that readers saw go down again); ``"database"`` writes that shard's rows
+    straight to the database, but only when Redis certainly did not run
+    them: after a lost reply or a timeout the write may have been recorded,
+    and :class:`BufferUnavailable` says so instead of writing it twice.
     """
     if not rows:
         return
@@ -158,7 +159,9 @@ def write(rows: Sequence[Row]) -> None:
             f"({len(unknown)} parts; {recorded})"
         )
     if not_run:
-        raise BufferUnavailable(f"{_describe(not_run[0][1])}; " + _taken_back(config, done))
+        raise BufferUnavailable(
+            f"{_describe(not_run[0][1])}; nothing of {len(not_run)} parts was recorded, {recorded}"
+        )
 
 
 def _describe(error: Exception) -> str:
