@@ -50,14 +50,21 @@ def _free_port() -> int:
     raise RuntimeError("no free port pair found")
 
 
-def _wait(predicate: Any, what: str, timeout: float = 20.0) -> None:
+class PortTaken(RuntimeError):
+    """A server exited at start: another process took its free port first."""
+
+
+def _wait(
+    predicate: Any, what: str, timeout: float = 20.0, give_up: type[Exception] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             if predicate():
                 return
-        except Exception:  # noqa: S110 - not up yet
-            pass
+        except Exception as error:  # not up yet
+            if give_up is not None and isinstance(error, give_up):
+                raise
         time.sleep(0.1)
     raise RuntimeError(f"timed out waiting for {what}")
 
@@ -107,7 +114,14 @@ class Cluster:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        _wait(lambda: self.command(port, "PING") == "PONG", f"redis-server on {port}")
+        process = self.processes[port]
+
+        def up() -> bool:
+            if process.poll() is not None:  # it exited: the port was taken meanwhile
+                raise PortTaken(port)
+            return bool(self.command(port, "PING") == "PONG")
+
+        _wait(up, f"redis-server on {port}", 60, give_up=PortTaken)
 
     def kill_node(self, port: int) -> None:
         """A crash (SIGKILL): only what the append-only file already holds survives."""
@@ -152,9 +166,21 @@ def start_cluster(appendfsync: str = "everysec") -> Cluster:
             unavailable(f"{tool} is not installed (apt-get install redis-server)")
     cluster = Cluster(Path(tempfile.mkdtemp(prefix="ps-cluster-")), [], appendfsync=appendfsync)
     try:
-        cluster.ports = [_free_port() for _ in range(3)]
-        for port in cluster.ports:
-            cluster.start_node(port)
+        # A free port can be taken by another process before the node binds
+        # it (tests in other processes start servers too): try fresh ports.
+        for attempt in range(3):
+            cluster.ports = [_free_port() for _ in range(3)]
+            try:
+                for port in cluster.ports:
+                    cluster.start_node(port)
+                break
+            except PortTaken:
+                for process in cluster.processes.values():
+                    process.kill()
+                    process.wait(timeout=20)
+                cluster.processes.clear()
+                if attempt == 2:
+                    raise
         subprocess.run(  # noqa: S603
             [
                 shutil.which("redis-cli") or "redis-cli",
